@@ -1,1 +1,70 @@
-fn main() {}
+//! The `keelson` binary: argument parsing and wiring only.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keelson", version, about = "An etcd-compatible store fused with a Kubernetes API server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmark suite.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Storage core: MVCC applies and reads, watch fan-out and memory, WAL
+    /// group commit. Prints a table, and JSON with --json.
+    Storage {
+        /// Small counts, for a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the rows as JSON to this file ("-" for stdout).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Directory for the benchmark's data (the disk being measured).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Only these suites (mvcc, watch, wal); all when omitted.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Bench { suite: BenchSuite::Storage { quick, json, data_dir, only } } => {
+            let dir = match data_dir {
+                Some(d) => d,
+                None => std::env::current_dir().context("current dir")?,
+            };
+            let rows = keelson_bench::storage::run(&keelson_bench::storage::Options { quick, dir, only })?;
+            print!("{}", keelson_bench::report::table(&rows));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&rows)?;
+                if path.as_os_str() == "-" {
+                    println!("{text}");
+                } else {
+                    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
