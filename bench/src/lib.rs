@@ -3,3 +3,4 @@
 //! Nothing here asserts a timing: figures are for reading side by side.
 
 pub mod report;
+pub mod watch;

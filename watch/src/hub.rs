@@ -25,13 +25,14 @@ use tracing::{debug, warn};
 
 use crate::config::{ConfigError, WatchConfig};
 use crate::history::PrevSlot;
+use crate::outbox::Delivery;
 use crate::outbox::{Outbox, WatchReceiver};
 use crate::signal::Signal;
 use crate::source::EventSource;
-use crate::state::{HubState, resolve_prev, watcher_event};
+use crate::state::{HubState, delivery, resolve_prev, watcher_event};
 use crate::stream::WatchStream;
 use crate::sync;
-use crate::watcher::{WatcherState, event_key, is_create};
+use crate::watcher::{WatcherState, event_key, flags, is_create};
 
 /// What the hub is shared with its threads and streams.
 pub(crate) struct Shared {
@@ -205,7 +206,7 @@ impl WatchHub {
 
 fn hub_loop(shared: &Shared, rx: &Receiver<Command>) {
     let _span = tracing::debug_span!("watch_hub").entered();
-    let mut matches: Vec<(u32, u32)> = Vec::new();
+    let mut matches: Vec<(u32, u32, u32)> = Vec::new();
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Command::Notify { rev, events } => fan_out(shared, rev, events, &mut matches),
@@ -225,7 +226,7 @@ fn hub_loop(shared: &Shared, rx: &Receiver<Command>) {
 }
 
 /// Delivers one revision to the synced watchers that watch its keys.
-fn fan_out(shared: &Shared, rev: i64, events: Vec<Event>, matches: &mut Vec<(u32, u32)>) {
+fn fan_out(shared: &Shared, rev: i64, events: Vec<Event>, matches: &mut Vec<(u32, u32, u32)>) {
     let source = &*shared.source;
     let mut prev: Vec<PrevSlot> = vec![None; events.len()];
     if shared.prev_kv_watchers.load(Ordering::Relaxed) > 0 {
@@ -243,46 +244,61 @@ fn fan_out(shared: &Shared, rev: i64, events: Vec<Event>, matches: &mut Vec<(u32
         warn!(rev, hub_rev = st.rev, "ignore a revision the watch hub already has");
         return;
     }
+    // Every (stream, watcher, event) to deliver, grouped by stream, then by
+    // watcher with its events in sub-revision order.
     matches.clear();
+    let watchers = &st.watchers;
     for (i, ev) in events.iter().enumerate() {
-        st.watchers.for_each_watching(event_key(ev), |idx| matches.push((idx, i as u32)));
+        watchers.for_each_watching(event_key(ev), |idx| {
+            if let Some(w) = watchers.get(idx)
+                && w.state == WatcherState::Synced
+                && rev >= w.min_rev
+            {
+                matches.push((w.stream, idx, i as u32));
+            }
+        });
     }
-    if events.len() > 1 {
-        // Stable: a watcher's events stay in sub-revision order.
-        matches.sort_by_key(|m| m.0);
+    if !matches.is_sorted() {
+        matches.sort_unstable();
     }
     st.rev = rev;
-    let mut parked = 0usize;
-    let mut start = 0;
-    while start < matches.len() {
-        let idx = matches[start].0;
-        let mut end = start + 1;
-        while end < matches.len() && matches[end].0 == idx {
-            end += 1;
-        }
-        let group = &matches[start..end];
-        start = end;
-        let Some(w) = st.watchers.get_mut(idx) else { continue };
-        if w.state != WatcherState::Synced || rev < w.min_rev {
-            continue;
-        }
-        w.min_rev = rev + 1;
-        let w = &*w;
-        let mine: Vec<Event> = group
-            .iter()
-            .filter_map(|&(_, i)| watcher_event(w, &events[i as usize], &mut prev[i as usize], source))
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        if !st.deliver(&shared.config, idx, mine) {
-            if let Some(w) = st.watchers.get_mut(idx) {
-                w.min_rev = rev;
+    // Queue stream by stream as soon as each stream's responses are built:
+    // one lock and one reader wake-up per stream, and readers of the first
+    // streams already run while later ones are built.
+    let mut rejected = Vec::new();
+    let mut run: Vec<(u32, Delivery)> = Vec::new();
+    let mut at = 0;
+    while at < matches.len() {
+        let sid = matches[at].0;
+        while at < matches.len() && matches[at].0 == sid {
+            let idx = matches[at].1;
+            let first = at;
+            while at < matches.len() && matches[at].0 == sid && matches[at].1 == idx {
+                at += 1;
             }
-            st.park(idx);
-            parked += 1;
+            let Some(w) = st.watchers.get_mut(idx) else { continue };
+            w.min_rev = rev + 1;
+            let mine: Vec<Event> = matches[first..at]
+                .iter()
+                .filter_map(|&(_, _, i)| watcher_event(w, &events[i as usize], &mut prev[i as usize], source))
+                .collect();
+            if !mine.is_empty() {
+                w.flags |= flags::SENT_SINCE_TICK;
+                run.push((idx, delivery(&shared.config, w, rev, mine)));
+            }
         }
+        if let Some(stream) = st.stream(sid) {
+            stream.outbox.push_batch(run.drain(..), &mut rejected);
+        }
+        run.clear();
     }
+    for &idx in &rejected {
+        if let Some(w) = st.watchers.get_mut(idx) {
+            w.min_rev = rev;
+        }
+        st.park(idx);
+    }
+    let parked = rejected.len();
     st.history.push(rev, events, prev);
     shared.revision.store(rev, Ordering::Release);
     let wake = parked > 0 || !st.progress_pending.is_empty();

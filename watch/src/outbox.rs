@@ -17,6 +17,14 @@ use tokio::sync::Notify;
 
 use crate::signal::Signal;
 
+/// One watcher's responses for one delivery: a response, or the fragments
+/// it was split into. Queued all or nothing.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    One(WatchResponse),
+    Fragments(Vec<WatchResponse>),
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<WatchResponse>,
@@ -55,6 +63,33 @@ impl Outbox {
         drop(q);
         self.ready.notify_one();
         true
+    }
+
+    /// Queues one revision's responses for many watchers of this stream
+    /// under one lock and with one wake-up. Watchers whose delivery finds the
+    /// queue full are added to `rejected`; nothing of theirs was queued.
+    pub fn push_batch(&self, items: impl IntoIterator<Item = (u32, Delivery)>, rejected: &mut Vec<u32>) {
+        let mut q = self.queue.lock();
+        let mut pushed = false;
+        for (idx, delivery) in items {
+            if q.receiver_closed {
+                continue;
+            }
+            if q.items.len() >= self.capacity {
+                q.refused = true;
+                rejected.push(idx);
+                continue;
+            }
+            match delivery {
+                Delivery::One(resp) => q.items.push_back(resp),
+                Delivery::Fragments(resps) => q.items.extend(resps),
+            }
+            pushed = true;
+        }
+        drop(q);
+        if pushed {
+            self.ready.notify_one();
+        }
     }
 
     /// Queues a control response regardless of capacity.

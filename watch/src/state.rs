@@ -17,7 +17,7 @@ use tracing::debug;
 use crate::config::WatchConfig;
 use crate::fragment;
 use crate::history::{History, PrevSlot};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 use crate::response;
 use crate::source::EventSource;
 use crate::watcher::{Watcher, WatcherState, event_key, event_rev, flags, is_create};
@@ -87,6 +87,16 @@ pub(crate) fn watcher_event(
     }
     let prev_kv = if w.has(flags::PREV_KV) && !is_create(ev) { resolve_prev(source, ev, prev) } else { None };
     Some(Event { r#type: ev.r#type, kv: ev.kv.clone(), prev_kv })
+}
+
+/// The response (or fragments) carrying `events` to watcher `w`.
+pub(crate) fn delivery(config: &WatchConfig, w: &Watcher, rev: i64, events: Vec<Event>) -> Delivery {
+    let resp = response::events(rev, w.id, events);
+    if w.has(flags::FRAGMENT) {
+        Delivery::Fragments(fragment::split(resp, config.max_request_bytes))
+    } else {
+        Delivery::One(resp)
+    }
 }
 
 impl HubState {
@@ -171,11 +181,9 @@ impl HubState {
         let Some(stream) = self.streams.get(w.stream as usize).and_then(Option::as_ref) else {
             return true;
         };
-        let resp = response::events(rev, w.id, events);
-        let queued = if w.has(flags::FRAGMENT) {
-            stream.outbox.try_push(fragment::split(resp, config.max_request_bytes))
-        } else {
-            stream.outbox.try_push([resp])
+        let queued = match delivery(config, w, rev, events) {
+            Delivery::One(resp) => stream.outbox.try_push([resp]),
+            Delivery::Fragments(resps) => stream.outbox.try_push(resps),
         };
         if queued {
             w.flags |= flags::SENT_SINCE_TICK;
