@@ -190,6 +190,24 @@ impl<'s> WriteTxn<'s> {
         Ok(resp)
     }
 
+    /// Deletes `keys` (those that exist) in one main revision, as a lease
+    /// revoke does; returns how many were deleted.
+    pub fn delete_keys(&mut self, keys: &[Bytes]) -> Result<i64> {
+        let mut op = self.begin();
+        let mut deleted = 0;
+        for key in keys {
+            let req = DeleteRangeRequest { key: key.clone(), ..Default::default() };
+            deleted += self.delete_in(&mut op, &req)?.deleted;
+        }
+        self.finish(op);
+        Ok(deleted)
+    }
+
+    /// The events of every revision this batch has written so far.
+    pub fn events(&self) -> &[RevisionEvents] {
+        &self.events
+    }
+
     /// Schedules a compaction at `rev`: the index forgets older revisions
     /// now; a background pass removes them from RocksDB after commit.
     pub fn compact(&mut self, rev: i64) -> Result<CompactionWait> {

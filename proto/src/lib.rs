@@ -30,6 +30,13 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// What Keelson writes into its raft log and what applying an entry answers
+/// (not part of etcd's API).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod keelsonraftpb {
+    tonic::include_proto!("keelsonraftpb");
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
