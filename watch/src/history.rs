@@ -86,6 +86,50 @@ impl History {
         self.complete_from = self.complete_from.max(compact_rev);
     }
 
+    /// The events a `prev_kv` watcher at `from` would be served next (the
+    /// same span `serve_from_history` takes: up to `max_revs` revisions that
+    /// have events it matches) whose `prev_kv` is not looked up yet, as
+    /// (revision, position in the revision, event).
+    pub fn missing_prev(
+        &self,
+        from: i64,
+        max_revs: usize,
+        matches: impl Fn(&Event) -> bool,
+    ) -> Vec<(i64, usize, Event)> {
+        let mut missing = Vec::new();
+        let mut revs = 0;
+        for entry in self.revs.range(self.index_of(from)..) {
+            let mut any = false;
+            for (sub, (ev, prev)) in entry.events.iter().zip(&entry.prev).enumerate() {
+                if matches(ev) {
+                    any = true;
+                    if prev.is_none() && !crate::watcher::is_create(ev) {
+                        missing.push((entry.rev, sub, ev.clone()));
+                    }
+                }
+            }
+            if any {
+                revs += 1;
+                if revs >= max_revs {
+                    break;
+                }
+            }
+        }
+        missing
+    }
+
+    /// Records a looked-up `prev_kv`, if the revision is still held.
+    pub fn set_prev(&mut self, rev: i64, sub: usize, prev: Option<KeyValue>) {
+        let i = self.index_of(rev);
+        if let Some(entry) = self.revs.get_mut(i)
+            && entry.rev == rev
+            && let Some(slot) = entry.prev.get_mut(sub)
+            && slot.is_none()
+        {
+            *slot = Some(prev);
+        }
+    }
+
     /// Index of the first held revision `>= rev`.
     pub fn index_of(&self, rev: i64) -> usize {
         self.revs.partition_point(|r| r.rev < rev)

@@ -76,6 +76,9 @@ fn sync_round(shared: &Shared) -> bool {
     let config = &shared.config;
     let mut progressed = false;
     let mut picked: Vec<Picked> = Vec::new();
+    // prev_kv watchers the ring covers but whose prev_kvs are not looked up.
+    let mut ring_wait: Vec<u32> = Vec::new();
+    let mut prev_fetch: Vec<(i64, usize, Event)> = Vec::new();
     let (target, ring_from) = {
         let mut st = shared.state.lock();
         progressed |= st.resume_parked() > 0;
@@ -100,7 +103,21 @@ fn sync_round(shared: &Shared) -> bool {
                 st.set_state(idx, WatcherState::Synced);
                 progressed = true;
             } else if st.history.covers(min_rev) {
-                st.serve_from_history(source, config, idx);
+                let missing = if w.has(flags::PREV_KV) {
+                    st.history.missing_prev(min_rev, config.catchup_revisions, |ev| {
+                        w.matches(event_key(ev)) && w.wants(ev)
+                    })
+                } else {
+                    Vec::new()
+                };
+                if missing.is_empty() {
+                    st.serve_from_history(source, config, idx);
+                } else {
+                    // Look the prev_kvs up outside the lock, then serve.
+                    prev_fetch.extend(missing);
+                    ring_wait.push(idx);
+                    st.set_state(idx, WatcherState::Syncing);
+                }
                 progressed = true;
             } else {
                 picked.push(Picked {
@@ -116,6 +133,9 @@ fn sync_round(shared: &Shared) -> bool {
         }
         (st.rev, st.history.complete_from())
     };
+    if !ring_wait.is_empty() {
+        serve_after_prev_lookup(shared, prev_fetch, &ring_wait);
+    }
     if picked.is_empty() {
         return progressed;
     }
@@ -195,6 +215,37 @@ fn sync_round(shared: &Shared) -> bool {
         }
     }
     progressed
+}
+
+/// Looks up `prev_kv`s for ring events without the lock, records them in the
+/// ring, then serves the watchers that waited for them.
+fn serve_after_prev_lookup(shared: &Shared, mut fetch: Vec<(i64, usize, Event)>, waiting: &[u32]) {
+    fetch.sort_by_key(|f| (f.0, f.1));
+    fetch.dedup_by_key(|f| (f.0, f.1));
+    let found: Vec<(i64, usize, Option<keelson_proto::mvccpb::KeyValue>)> = fetch
+        .into_iter()
+        .map(|(rev, sub, ev)| {
+            let mut slot = None;
+            (rev, sub, resolve_prev(&*shared.source, &ev, &mut slot))
+        })
+        .collect();
+    let mut st = shared.state.lock();
+    for (rev, sub, prev) in found {
+        st.history.set_prev(rev, sub, prev);
+    }
+    for &idx in waiting {
+        let Some(w) = st.watchers.get(idx) else { continue };
+        if w.state != WatcherState::Syncing {
+            continue;
+        }
+        if w.min_rev > st.rev {
+            st.set_state(idx, WatcherState::Synced);
+        } else if st.history.covers(w.min_rev) {
+            st.serve_from_history(&*shared.source, &shared.config, idx);
+        } else {
+            st.set_state(idx, WatcherState::Unsynced);
+        }
+    }
 }
 
 /// The watcher's events from a history read: those at or after its

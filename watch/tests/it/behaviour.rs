@@ -303,3 +303,24 @@ async fn the_receiver_wakes_on_new_responses_and_ends_on_drop() {
     drop(stream);
     assert_eq!(reader.await.unwrap(), 10);
 }
+
+#[test]
+fn prev_kv_catch_up_from_the_ring_looks_up_what_the_live_path_skipped() {
+    // Nobody wanted prev_kv while these were written, so the ring holds no
+    // looked-up prev_kv: the catch-up must fetch them.
+    let h = Harness::new(config());
+    for i in 0..30 {
+        h.put(&format!("k{}", i % 3), &i.to_string());
+    }
+    h.delete("k1");
+    h.settle();
+    let mut s = h.stream();
+    s.watch(WatchCreateRequest { prev_kv: true, ..watch_req("k", "l", 2) }).unwrap();
+    s.watch(WatchCreateRequest { prev_kv: true, filters: vec![0], ..watch_req("k1", "", 1) }).unwrap();
+    s.sync_to(h.store.rev());
+    assert_eq!(s.watches[0].events().len(), 30);
+    assert_eq!(s.watches[0].events().iter().filter(|e| e.prev_kv.is_some()).count(), 30 - 2);
+    assert_eq!(s.watches[1].events().len(), 1);
+    assert!(s.watches[1].events()[0].prev_kv.is_some());
+    check(&h, &[&s]);
+}
