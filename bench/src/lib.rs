@@ -3,4 +3,5 @@
 //! Nothing here asserts a timing: figures are for reading side by side.
 
 pub mod report;
+pub mod wal;
 pub mod watch;
