@@ -44,3 +44,17 @@ pub use source::{EventSource, HistoryError};
 pub use stream::WatchStream;
 
 pub use keelson_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+
+#[cfg(test)]
+mod tests {
+    /// The gRPC layer moves the stream handle and the receiver into
+    /// separate tasks and shares the hub.
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<super::WatchHub>();
+        send_sync::<super::WatchStream>();
+        send::<super::WatchReceiver>();
+    }
+}

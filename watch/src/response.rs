@@ -30,6 +30,9 @@ pub(crate) fn canceled(rev: i64, watch_id: i64) -> WatchResponse {
     WatchResponse { header: header(rev), watch_id, canceled: true, ..Default::default() }
 }
 
+/// etcd cancels a compacted watcher with header revision 0 (the mvcc
+/// response carries none); the hub sends its current revision, which clients
+/// ignore here and which keeps header revisions monotonic on the stream.
 pub(crate) fn compacted(rev: i64, watch_id: i64, compact_revision: i64) -> WatchResponse {
     WatchResponse { header: header(rev), watch_id, canceled: true, compact_revision, ..Default::default() }
 }
