@@ -7,6 +7,7 @@
 //! on the real disk, not in `/tmp`, which may be a tmpfs where an fsync costs
 //! nothing.
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,17 +34,23 @@ const SUITE: &str = "wal";
 const PAYLOAD: usize = 256;
 const CONCURRENCY: [usize; 3] = [1, 64, 256];
 
-/// Runs the WAL benchmark; `quick` shortens each level to a smoke run.
+/// Runs the WAL benchmark in the default directory (see the module doc);
+/// `quick` shortens each level to a smoke run.
 pub fn run(quick: bool) -> anyhow::Result<Vec<Row>> {
+    run_in(quick, &bench_dir())
+}
+
+/// Runs the WAL benchmark with its WALs in temporary directories under
+/// `base`, which should be on the disk being measured.
+pub fn run_in(quick: bool, base: &Path) -> anyhow::Result<Vec<Row>> {
     let duration = if quick { Duration::from_millis(200) } else { Duration::from_secs(3) };
-    let base = bench_dir();
-    std::fs::create_dir_all(&base).with_context(|| format!("create bench dir {}", base.display()))?;
+    std::fs::create_dir_all(base).with_context(|| format!("create bench dir {}", base.display()))?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio runtime")?;
 
     let mut rows = Vec::new();
     for appenders in CONCURRENCY {
-        let dir = tempfile::tempdir_in(&base).context("create wal temp dir")?;
+        let dir = tempfile::tempdir_in(base).context("create wal temp dir")?;
         let level = rt.block_on(run_level(dir.path().to_owned(), appenders, duration))?;
         rows.extend(level.rows(appenders));
     }

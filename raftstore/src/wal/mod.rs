@@ -29,7 +29,7 @@
 //!
 //! ## Memory
 //!
-//! Every live entry (after the purge point) is kept in memory ([`mem_log`]),
+//! Every live entry (after the purge point) is kept in memory (`mem_log.rs`),
 //! as etcd's raft `MemoryStorage` does: reads never touch the disk, and the
 //! log's size is bounded by purging after each snapshot.
 //!

@@ -182,3 +182,39 @@ async fn a_torn_write_with_a_lost_sector_is_cut_even_when_later_records_survived
 
     assert_eq!(reopen_entries(dir.path()).await.unwrap(), written);
 }
+
+#[tokio::test]
+async fn a_last_segment_torn_inside_its_header_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = || WalConfig { segment_size: 4096, ..WalConfig::default() };
+    {
+        let mut store = open(dir.path(), small());
+        for index in 1..=60 {
+            append(&mut store, vec![entry(1, index, 100)]).await.unwrap();
+        }
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 2);
+    // What the sealed segments hold survives; the last one is torn at byte 3.
+    let mut survivors = 0;
+    for seg in &segs[..segs.len() - 1] {
+        survivors += frames(&std::fs::read(seg).unwrap()).len() - 1;
+    }
+    let last = segs.last().unwrap();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(3).unwrap();
+    // And an unfinished segment creation leaves a temp file behind.
+    std::fs::write(dir.path().join("ffffffffffffffff-0000000000000000.tmp"), b"partial").unwrap();
+
+    let want: Vec<Entry> = (1..=survivors as u64).map(|i| entry(1, i, 100)).collect();
+    {
+        let mut store = open(dir.path(), small());
+        assert_eq!(all_entries(&mut store).await, want);
+        assert_eq!(segments(dir.path()).len(), segs.len(), "the torn segment is replaced, not added to");
+        append(&mut store, vec![entry(2, survivors as u64 + 1, 100)]).await.unwrap();
+    }
+    assert!(!dir.path().join("ffffffffffffffff-0000000000000000.tmp").exists());
+    let mut store = open(dir.path(), small());
+    let got = all_entries(&mut store).await;
+    assert_eq!(&got[..survivors], &want[..]);
+    assert_eq!(got.len(), survivors + 1);
+}
