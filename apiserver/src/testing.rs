@@ -21,8 +21,8 @@ use keelson_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keelson_proto::etcdserverpb::request_op::Request as Op;
 use keelson_proto::etcdserverpb::watch_client::WatchClient;
 use keelson_proto::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeRequest, LeaseGrantResponse, LeaseRevokeResponse,
-    LeaseTimeToLiveResponse, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
+    AlarmMember, AlarmResponse, CompactionResponse, DeleteRangeRequest, LeaseGrantResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
 };
 use keelson_proto::keelsonraftpb::internal_request::Request as R;
 use keelson_proto::keelsonraftpb::internal_response::Response as A;
@@ -160,18 +160,27 @@ impl FakeBackend {
             }),
             Some(R::LeaseGrant(g)) => Ok(self.grant(g.id, g.ttl)),
             Some(R::LeaseRevoke(r)) => self.revoke(r.id),
+            // As etcd's apply: the answer lists the alarm that changed.
             Some(R::Alarm(a)) => self
                 .write(|w| {
-                    match AlarmAction::try_from(a.action) {
-                        Ok(AlarmAction::Activate) => w.activate_alarm(a.member_id, a.alarm),
-                        Ok(AlarmAction::Deactivate) => {
-                            w.deactivate_alarm(a.member_id, a.alarm);
+                    let changed = match AlarmAction::try_from(a.action) {
+                        Ok(AlarmAction::Activate) => {
+                            w.activate_alarm(a.member_id, a.alarm);
+                            true
                         }
-                        _ => {}
-                    }
-                    Ok(())
+                        Ok(AlarmAction::Deactivate) => w.deactivate_alarm(a.member_id, a.alarm),
+                        _ => false,
+                    };
+                    Ok(changed)
                 })
-                .map(|()| A::Alarm(AlarmResponse { alarms: self.store.alarms(), ..Default::default() })),
+                .map(|changed| {
+                    let alarms = if changed {
+                        vec![AlarmMember { member_id: a.member_id, alarm: a.alarm }]
+                    } else {
+                        Vec::new()
+                    };
+                    A::Alarm(AlarmResponse { header: None, alarms })
+                }),
             Some(R::LeaseRenewAll(r)) => Ok(A::LeaseRenewAll(r)),
             None => Ok(fail(ApplyErrorKind::ApplyErrorUnknown)),
         };
@@ -403,17 +412,36 @@ impl TestServer {
         assert_eq!((h.cluster_id, h.member_id, h.revision, h.raft_term), self.header_ids(revision));
     }
 
-    /// Runs the real `etcdctl` (API v3) against this server.
-    pub async fn etcdctl(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+    /// The real `etcdctl` (API v3) pointed at this server, not started.
+    pub fn etcdctl_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--command-timeout=10s")
             .args(args)
-            .output()
-            .await
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `etcdctl` to completion, with `stdin` as its input.
+    pub async fn etcdctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .etcdctl_command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run etcdctl (is it installed? scripts/deps.sh installs it)");
-        out
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin).await.expect("write etcdctl stdin");
+        drop(input);
+        child.wait_with_output().await.expect("wait for etcdctl")
+    }
+
+    /// Runs `etcdctl` to completion.
+    pub async fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_with_input(args, b"").await
     }
 
     /// Runs `etcdctl`, asserts it succeeded, and returns its stdout.
