@@ -235,3 +235,11 @@ async fn etcdctl_auth_probes() {
     srv.etcdctl_ok(&["put", "foo", "bar"]).await;
     assert_eq!(srv.etcdctl_ok(&["--user=root:pw", "get", "foo", "--print-value-only"]).await, "bar\n");
 }
+
+/// `etcdctl lock` is a client-side recipe over leases, Txn and watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock() {
+    let srv = TestServer::start().await;
+    assert_eq!(srv.etcdctl_ok(&["lock", "mylock", "echo", "acquired"]).await, "acquired\n");
+    assert_eq!(srv.etcdctl_ok(&["get", "mylock", "--prefix"]).await, "", "the lock is released");
+}

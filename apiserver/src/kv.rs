@@ -75,7 +75,7 @@ impl<B: Backend> Kv for KvService<B> {
     type RangeStreamStream = futures::stream::Iter<std::vec::IntoIter<Result<RangeStreamResponse, Status>>>;
 
     /// etcd 3.7's RangeStream: the Range result in chunks of about
-    /// [`RANGE_STREAM_CHUNK_BYTES`]; concatenating the chunks' `kvs` gives
+    /// `RANGE_STREAM_CHUNK_BYTES`; concatenating the chunks' `kvs` gives
     /// Range's `kvs`; header, `more` and `count` ride on the last chunk.
     async fn range_stream(
         &self,

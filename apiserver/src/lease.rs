@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::backend::{Backend, BackendError};
 use crate::context::{Ctx, expect_response};
 use crate::errors::{EtcdError, is_decode_limit};
+use crate::leader_monitor::LeaderMonitor;
 
 /// The longest lease TTL etcd grants, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -77,30 +78,24 @@ impl<B: Backend> Lease for LeaseService<B> {
     /// One answer per request, in order. The header is taken before the
     /// renewal (as etcd does), so its revision never runs ahead of the
     /// keep-alive. The stream ends when the client stops sending; an error
-    /// other than "not found" ends it with that error.
+    /// other than "not found" ends it with that error, and so does losing
+    /// the leader when the stream asked for one (`hasleader`).
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let inbound = request.into_inner();
-        let ctx = self.ctx.clone();
-        let out = futures::stream::unfold(Some((inbound, ctx)), |state| async move {
-            let (mut inbound, ctx) = state?;
-            let req = match inbound.next().await? {
-                Ok(req) => req,
-                Err(status) => {
-                    let status =
-                        if is_decode_limit(&status) { EtcdError::RequestTooLarge.into() } else { status };
-                    return Some((Err(status), None));
-                }
-            };
-            let header = Some(ctx.header(0));
-            let ttl = match ctx.backend.lease_keep_alive(req.id).await {
-                Ok(ttl) => ttl,
-                Err(BackendError::LeaseNotFound) => 0,
-                Err(e) => return Some((Err(Status::from(e)), None)),
-            };
-            Some((Ok(LeaseKeepAliveResponse { header, id: req.id, ttl }), Some((inbound, ctx))))
+        let session = KeepAlive {
+            leader: LeaderMonitor::for_request(request.metadata()),
+            inbound: request.into_inner(),
+            ctx: self.ctx.clone(),
+        };
+        let out = futures::stream::unfold(Some(session), |session| async move {
+            let mut s = session?;
+            match s.next().await {
+                Some(Ok(resp)) => Some((Ok(resp), Some(s))),
+                Some(Err(status)) => Some((Err(status), None)),
+                None => None,
+            }
         });
         Ok(Response::new(Box::pin(out)))
     }
@@ -128,6 +123,35 @@ impl<B: Backend> Lease for LeaseService<B> {
         let ids = self.ctx.backend.lease_ids().await?;
         let leases = ids.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: Some(self.ctx.header(0)), leases }))
+    }
+}
+
+/// One LeaseKeepAlive call.
+struct KeepAlive<B> {
+    ctx: Arc<Ctx<B>>,
+    inbound: Streaming<LeaseKeepAliveRequest>,
+    leader: LeaderMonitor,
+}
+
+impl<B: Backend> KeepAlive<B> {
+    /// The answer to the next request; `None` when the client is done.
+    async fn next(&mut self) -> Option<Result<LeaseKeepAliveResponse, Status>> {
+        let req = tokio::select! {
+            req = self.inbound.next() => req?,
+            () = self.leader.lost(&*self.ctx.backend) => return Some(Err(EtcdError::NoLeader.into())),
+        };
+        let req = match req {
+            Ok(req) => req,
+            Err(status) if is_decode_limit(&status) => return Some(Err(EtcdError::RequestTooLarge.into())),
+            Err(status) => return Some(Err(status)),
+        };
+        let header = Some(self.ctx.header(0));
+        let ttl = match self.ctx.backend.lease_keep_alive(req.id).await {
+            Ok(ttl) => ttl,
+            Err(BackendError::LeaseNotFound) => 0,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(Ok(LeaseKeepAliveResponse { header, id: req.id, ttl }))
     }
 }
 
@@ -232,6 +256,22 @@ mod tests {
             lease.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }).await.unwrap().into_inner();
         assert_eq!((gone.id, gone.ttl), (id, -1));
         srv.assert_header(gone.header.as_ref(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hasleader_keepalive_streams_fail_without_a_leader() {
+        let srv = TestServer::start().await;
+        let mut lease = srv.lease_client().await;
+        let (tx, rx) = mpsc::channel(4);
+        let mut req = Request::new(ReceiverStream::new(rx));
+        req.metadata_mut().insert("hasleader", "true".parse().unwrap());
+        let mut answers = lease.lease_keep_alive(req).await.unwrap().into_inner();
+        tx.send(LeaseKeepAliveRequest { id: 1 }).await.unwrap();
+        assert_eq!(answers.message().await.unwrap().unwrap().ttl, 0);
+        srv.backend.set_leader(false);
+        let err =
+            tokio::time::timeout(Duration::from_secs(10), answers.message()).await.unwrap().unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::Unavailable, "etcdserver: no leader"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

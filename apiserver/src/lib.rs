@@ -26,6 +26,7 @@ mod config;
 mod context;
 mod errors;
 mod kv;
+mod leader_monitor;
 mod lease;
 mod maintenance;
 mod server;

@@ -9,34 +9,23 @@
 //! the call ends (the response stream is dropped) the hub stream and every
 //! watch on it go with it; nothing is spawned.
 //!
-//! A stream opened with the `hasleader` metadata (etcd's
-//! `WithRequireLeader`) is failed with "etcdserver: no leader" once the
-//! member has seen no leader for [`NO_LEADER_CHECKS`] checks in a row, as
-//! etcd's `monitorLeader` does.
+//! A stream opened with the `hasleader` metadata fails with "etcdserver: no
+//! leader" when the member loses its leader (see `leader_monitor.rs`).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use keelson_proto::etcdserverpb::watch_request::RequestUnion;
 use keelson_proto::etcdserverpb::watch_server::Watch;
 use keelson_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use keelson_watch::{WatchReceiver, WatchStream};
-use tokio::time::Interval;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
 use crate::context::Ctx;
 use crate::errors::{EtcdError, is_decode_limit};
-use crate::server::requires_leader;
-
-/// How often a `hasleader` stream checks for a leader (etcd: the election
-/// timeout, 1 s by default).
-pub(crate) const LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Checks in a row without a leader before such a stream fails (etcd's
-/// `maxNoLeaderCnt`).
-pub(crate) const NO_LEADER_CHECKS: u32 = 3;
+use crate::leader_monitor::LeaderMonitor;
 
 pub struct WatchService<B> {
     ctx: Arc<Ctx<B>>,
@@ -58,19 +47,14 @@ impl<B: Backend> Watch for WatchService<B> {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let leader_check = requires_leader(request.metadata().as_ref()).then(|| {
-            let mut interval = tokio::time::interval(LEADER_CHECK_INTERVAL);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
+        let leader = LeaderMonitor::for_request(request.metadata());
         let (stream, rx) = self.ctx.backend.hub().new_stream();
         let session = Session {
             ctx: self.ctx.clone(),
             stream,
             rx,
             inbound: Some(request.into_inner()),
-            leader_check,
-            no_leader: 0,
+            leader,
             done: false,
         };
         let out =
@@ -86,8 +70,7 @@ struct Session<B> {
     rx: WatchReceiver,
     /// `None` once the client closed its sending side.
     inbound: Option<Streaming<WatchRequest>>,
-    leader_check: Option<Interval>,
-    no_leader: u32,
+    leader: LeaderMonitor,
     done: bool,
 }
 
@@ -120,16 +103,9 @@ impl<B: Backend> Session<B> {
                     }
                     None => self.inbound = None,
                 },
-                () = tick(&mut self.leader_check) => {
-                    if self.ctx.backend.status().leader == 0 {
-                        self.no_leader += 1;
-                        if self.no_leader >= NO_LEADER_CHECKS {
-                            self.done = true;
-                            return Some(Err(EtcdError::NoLeader.into()));
-                        }
-                    } else {
-                        self.no_leader = 0;
-                    }
+                () = self.leader.lost(&*self.ctx.backend) => {
+                    self.done = true;
+                    return Some(Err(EtcdError::NoLeader.into()));
                 }
             }
         }
@@ -155,15 +131,6 @@ impl<B: Backend> Session<B> {
 async fn next_request(inbound: &mut Option<Streaming<WatchRequest>>) -> Option<Result<WatchRequest, Status>> {
     match inbound {
         Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
         None => std::future::pending().await,
     }
 }
