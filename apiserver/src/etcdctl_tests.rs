@@ -36,6 +36,17 @@ async fn etcdctl_put_get_del() {
     assert_eq!(out["count"].as_i64(), Some(1));
     assert_eq!(out["kvs"][0]["create_revision"].as_i64(), Some(1));
 
+    // Whole keyspace, from-key, sorting, limits, counting.
+    srv.etcdctl_ok(&["put", "a", "1"]).await;
+    assert_eq!(srv.etcdctl_ok(&["get", "", "--prefix", "--keys-only"]).await, "a\n\nfoo\n\nfoo2\n\n");
+    assert_eq!(srv.etcdctl_ok(&["get", "b", "--from-key", "--keys-only"]).await, "foo\n\nfoo2\n\n");
+    let sorted =
+        srv.etcdctl_ok(&["get", "", "--prefix", "--keys-only", "--sort-by=MODIFY", "--order=DESCEND"]).await;
+    assert_eq!(sorted, "a\n\nfoo2\n\nfoo\n\n");
+    assert_eq!(srv.etcdctl_ok(&["get", "", "--prefix", "--keys-only", "--limit=1"]).await, "a\n\n");
+    let limited = json(&srv.etcdctl_ok(&["get", "", "--prefix", "--limit=1", "-w", "json"]).await);
+    assert_eq!((limited["count"].as_i64(), limited["more"].as_bool()), (Some(3), Some(true)));
+
     assert_eq!(srv.etcdctl_ok(&["del", "foo", "--prefix"]).await, "2\n");
     assert_eq!(srv.etcdctl_ok(&["get", "foo"]).await, "");
 }

@@ -401,4 +401,40 @@ mod tests {
         let err = m.move_leader(MoveLeaderRequest { target_id: MEMBER_ID }).await.unwrap_err();
         assert_eq!(err.message(), "etcdserver: not leader");
     }
+
+    /// The Rust `etcd-client` crate's maintenance, cluster and txn calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_etcd_client_crate_sees_an_etcd() {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+        let srv = TestServer::start().await;
+        let mut c = srv.etcd_client().await;
+        c.put("k", "1", None).await.unwrap();
+        let txn = Txn::new()
+            .when([Compare::value("k", CompareOp::Equal, "1")])
+            .and_then([TxnOp::put("k", "2", None)])
+            .or_else([TxnOp::get("k", None)]);
+        assert!(c.txn(txn).await.unwrap().succeeded());
+
+        let st = c.status().await.unwrap();
+        assert_eq!((st.version(), st.leader(), st.raft_term()), (SERVER_VERSION, MEMBER_ID, RAFT_TERM));
+        assert_eq!(st.header().unwrap().member_id(), MEMBER_ID);
+        let members = c.member_list().await.unwrap();
+        assert_eq!(members.members()[0].id(), MEMBER_ID);
+        let h = c.hash_kv(0).await.unwrap();
+        assert_eq!((h.hash(), h.hash_revision()), (srv.store().hash_kv(0).unwrap().hash, 2));
+        c.compact(2, None).await.unwrap();
+        assert_eq!(c.hash_kv(0).await.unwrap().compact_version(), 2);
+        let err = c.get("k", Some(etcd_client::GetOptions::new().with_revision(1))).await.unwrap_err();
+        assert!(err.to_string().contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+        c.defragment().await.unwrap();
+
+        let mut snap = c.snapshot().await.unwrap();
+        let mut body = Vec::new();
+        while let Some(msg) = snap.message().await.unwrap() {
+            body.extend_from_slice(msg.blob());
+        }
+        assert_eq!(body.len(), padded_len() + 32);
+        assert_eq!(&body[..SNAPSHOT_BYTES], snapshot_bytes().as_slice());
+    }
 }
