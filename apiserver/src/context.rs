@@ -37,6 +37,18 @@ impl<B: Backend> Ctx<B> {
         }
     }
 
+    /// A header at exactly `revision` (watch responses speak for the hub's
+    /// revision, which may trail the store's).
+    pub fn header_at(&self, revision: i64) -> ResponseHeader {
+        let st = self.backend.status();
+        ResponseHeader {
+            cluster_id: st.cluster_id,
+            member_id: st.member_id,
+            revision,
+            raft_term: st.raft_term,
+        }
+    }
+
     /// Fills (or creates) a response's header, keeping a revision it has.
     pub fn fill(&self, header: &mut Option<ResponseHeader>) {
         let rev = header.as_ref().map_or(0, |h| h.revision);
@@ -47,6 +59,7 @@ impl<B: Backend> Ctx<B> {
     /// with an apply error mapped to etcd's. Fails with "request is too
     /// large" above `--max-request-bytes`, as etcd checks the marshalled
     /// raft request.
+    #[tracing::instrument(level = "debug", skip_all, fields(op = op_name(&request)))]
     pub async fn propose(
         &self,
         request: internal_request::Request,
@@ -84,6 +97,21 @@ impl<B: Backend> Ctx<B> {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| EtcdError::Unknown(format!("store task failed: {e}")))
+    }
+}
+
+/// The proposal's kind, for traces.
+fn op_name(request: &internal_request::Request) -> &'static str {
+    use internal_request::Request as R;
+    match request {
+        R::Put(_) => "put",
+        R::DeleteRange(_) => "delete_range",
+        R::Txn(_) => "txn",
+        R::Compaction(_) => "compaction",
+        R::LeaseGrant(_) => "lease_grant",
+        R::LeaseRevoke(_) => "lease_revoke",
+        R::Alarm(_) => "alarm",
+        R::LeaseRenewAll(_) => "lease_renew_all",
     }
 }
 

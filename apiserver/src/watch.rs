@@ -88,7 +88,8 @@ impl<B: Backend> Session<B> {
                         self.done = true;
                         return Some(Err(EtcdError::Stopped.into()));
                     };
-                    self.ctx.fill(&mut resp.header);
+                    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                    resp.header = Some(self.ctx.header_at(rev));
                     return Some(Ok(resp));
                 }
                 req = next_request(&mut self.inbound) => match req {
