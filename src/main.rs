@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod server;
+
 #[derive(Parser)]
 #[command(name = "keelson", version, about = "An etcd-compatible store fused with a Kubernetes API server")]
 struct Cli {
@@ -14,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one member of an etcd-compatible cluster (etcd's flags).
+    Server(Box<server::ServerArgs>),
     /// Run the benchmark suite.
     Bench {
         #[command(subcommand)]
@@ -41,15 +45,26 @@ enum BenchSuite {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logging(server::parse_log_level(&args.log_level)?);
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            rt.block_on(server::run(*args))
+        }
         Command::Bench { suite: BenchSuite::Storage { quick, json, data_dir, only } } => {
+            init_logging("warn");
             let dir = match data_dir {
                 Some(d) => d,
                 None => std::env::current_dir().context("current dir")?,

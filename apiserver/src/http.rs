@@ -69,30 +69,88 @@ pub fn render<B: Backend>(b: &B) -> String {
     let store = b.store();
     let raft = b.raft_counters();
     let hub = b.hub().stats();
-    gauge(&mut out, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", u8::from(status.leader != 0));
+    gauge(
+        &mut out,
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        u8::from(status.leader != 0),
+    );
     gauge(
         &mut out,
         "etcd_server_is_leader",
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
         u8::from(status.leader != 0 && status.leader == status.member_id),
     );
-    gauge(&mut out, "etcd_server_is_learner", "Whether or not this member is a learner.", u8::from(status.is_learner));
-    counter(&mut out, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.", raft.leader_changes);
-    gauge(&mut out, "etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", raft.proposals_committed);
-    gauge(&mut out, "etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", raft.proposals_applied);
-    counter(&mut out, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.", raft.proposals_failed);
-    gauge(&mut out, "etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", store.config().quota_bytes);
+    gauge(
+        &mut out,
+        "etcd_server_is_learner",
+        "Whether or not this member is a learner.",
+        u8::from(status.is_learner),
+    );
+    counter(
+        &mut out,
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+        raft.leader_changes,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+        raft.proposals_committed,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+        raft.proposals_applied,
+    );
+    counter(
+        &mut out,
+        "etcd_server_proposals_failed_total",
+        "The total number of failed proposals seen.",
+        raft.proposals_failed,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes.",
+        store.config().quota_bytes,
+    );
     let size = store.db_size();
-    gauge(&mut out, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", size);
-    gauge(&mut out, "etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", size);
+    gauge(
+        &mut out,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        size,
+    );
+    gauge(
+        &mut out,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Total size of the underlying database logically in use in bytes.",
+        size,
+    );
     gauge(&mut out, "etcd_debugging_mvcc_keys_total", "Total number of keys.", store.index_len());
     gauge(&mut out, "etcd_mvcc_current_revision", "The current revision of store.", store.current_revision());
-    gauge(&mut out, "etcd_mvcc_compact_revision", "The revision of the last compaction in store.", store.compacted_revision());
+    gauge(
+        &mut out,
+        "etcd_mvcc_compact_revision",
+        "The revision of the last compaction in store.",
+        store.compacted_revision(),
+    );
     gauge(&mut out, "etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", hub.streams);
     gauge(&mut out, "etcd_debugging_mvcc_watcher_total", "Total number of watchers.", hub.watchers);
-    gauge(&mut out, "etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", hub.unsynced + hub.parked);
+    gauge(
+        &mut out,
+        "etcd_debugging_mvcc_slow_watcher_total",
+        "Total number of unsynced slow watchers.",
+        hub.unsynced + hub.parked,
+    );
     let name = "etcd_disk_wal_fsync_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} The latency distributions of fsync called by WAL.\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} The latency distributions of fsync called by WAL.\n# TYPE {name} histogram"
+    );
     for (le, count) in raft.fsync_bounds.iter().zip(&raft.fsync_buckets) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
     }

@@ -25,10 +25,13 @@ mod cluster;
 mod config;
 mod context;
 mod errors;
+pub mod http;
 mod kv;
 mod leader_monitor;
 mod lease;
 mod maintenance;
+pub mod node_backend;
+pub mod serve;
 mod server;
 mod watch;
 
@@ -38,7 +41,7 @@ mod etcdctl_tests;
 mod testing;
 
 pub use auth::AuthService;
-pub use backend::{Backend, BackendError, BoxFuture, MemberInfo, MemberStatus, SnapshotReader};
+pub use backend::{Backend, BackendError, BoxFuture, MemberInfo, MemberStatus, RaftCounters, SnapshotReader};
 pub use cluster::ClusterService;
 pub use config::{GRPC_OVERHEAD_BYTES, GrpcConfig, GrpcConfigError};
 pub use errors::EtcdError;

@@ -10,7 +10,9 @@ use keelson_raftstore::{Node, ProposeError};
 use keelson_watch::WatchHub;
 use tokio::io::AsyncReadExt;
 
-use crate::backend::{Backend, BackendError, BoxFuture, MemberInfo, MemberStatus, RaftCounters, SnapshotReader};
+use crate::backend::{
+    Backend, BackendError, BoxFuture, MemberInfo, MemberStatus, RaftCounters, SnapshotReader,
+};
 
 /// Serves the gRPC services from a [`Node`].
 #[derive(Debug, Clone)]
@@ -89,7 +91,8 @@ impl Backend for NodeBackend {
         keys: bool,
     ) -> BoxFuture<'_, Result<LeaseTimeToLiveResponse, BackendError>> {
         Box::pin(async move {
-            let header = Some(ResponseHeader { revision: self.0.store().current_revision(), ..Default::default() });
+            let header =
+                Some(ResponseHeader { revision: self.0.store().current_revision(), ..Default::default() });
             Ok(match self.0.lessor().info(id, keys) {
                 Some(info) => LeaseTimeToLiveResponse {
                     header,
@@ -131,8 +134,11 @@ impl Backend for NodeBackend {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| BackendError::Internal(format!("open snapshot: {e}")))?;
-            let total_size =
-                file.metadata().await.map_err(|e| BackendError::Internal(format!("stat snapshot: {e}")))?.len();
+            let total_size = file
+                .metadata()
+                .await
+                .map_err(|e| BackendError::Internal(format!("stat snapshot: {e}")))?
+                .len();
             let chunks = futures::stream::unfold(Some((file, dir)), |state| async move {
                 let (mut file, dir) = state?;
                 let mut buf = vec![0u8; SNAPSHOT_CHUNK];

@@ -16,11 +16,12 @@ use crate::config::GrpcConfig;
 /// resolves.
 pub async fn serve_client<B: Backend>(
     backend: Arc<B>,
-    cfg: &GrpcConfig,
+    cfg: GrpcConfig,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let router = crate::server::routes(backend.clone(), cfg).into_axum_router().merge(crate::http::router(backend));
+    let router =
+        crate::server::routes(backend.clone(), &cfg).into_axum_router().merge(crate::http::router(backend));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(router))
@@ -43,7 +44,5 @@ pub async fn serve_metrics<B: Backend>(
 
 /// Binds `addr`, naming it in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))
 }

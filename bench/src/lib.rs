@@ -2,6 +2,8 @@
 //! [`report::Row`]s; the `keelson bench` CLI prints them as a table and JSON.
 //! Nothing here asserts a timing: figures are for reading side by side.
 
+pub mod mvcc;
 pub mod report;
+pub mod storage;
 pub mod wal;
 pub mod watch;

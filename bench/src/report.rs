@@ -32,10 +32,7 @@ impl Row {
 /// Formats rows as a fixed-width text table.
 pub fn table(rows: &[Row]) -> String {
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    let mut out = format!(
-        "{:<6} {:<name_w$} {:>14} {:<10} {}\n",
-        "suite", "name", "value", "unit", "note"
-    );
+    let mut out = format!("{:<6} {:<name_w$} {:>14} {:<10} {}\n", "suite", "name", "value", "unit", "note");
     for r in rows {
         out.push_str(&format!(
             "{:<6} {:<name_w$} {:>14} {:<10} {}\n",
@@ -50,7 +47,13 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 fn format_value(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else if v >= 1.0 { format!("{v:.2}") } else { format!("{v:.4}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
 }
 
 /// Median of a non-empty sample.

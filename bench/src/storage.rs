@@ -20,5 +20,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
         eprintln!("bench: mvcc ...");
         rows.extend(crate::mvcc::run(opts.quick, &opts.dir)?);
     }
+    if wants("watch") {
+        eprintln!("bench: watch ...");
+        rows.extend(crate::watch::run(opts.quick)?);
+    }
+    if wants("wal") {
+        eprintln!("bench: wal ...");
+        rows.extend(crate::wal::run_in(opts.quick, &opts.dir)?);
+    }
     Ok(rows)
 }

@@ -174,7 +174,8 @@ impl Store {
         let (mut index, max_rev) = rebuild_index(&db)?;
         let compacted = scheduled.max(finished);
         let keep = index.compact(compacted);
-        let state = State { index, current: max_rev.max(compacted), compacted, alarms };
+        // Like etcd, an empty store is at revision 1: the first change makes 2.
+        let state = State { index, current: max_rev.max(compacted).max(1), compacted, alarms };
 
         let (compactor, thread) = Compactor::spawn(db.clone(), config.compaction_batch_limit);
         let store = Store {

@@ -17,9 +17,17 @@
 /// The openraft this crate is built on, for crates that name its types.
 pub use openraft;
 
+pub mod auto_compact;
+pub mod ids;
+pub mod lessor;
+pub mod network;
+pub mod node;
+pub mod snapshot;
+pub mod state_machine;
 pub mod types;
 pub mod wal;
 
+pub use node::{Node, NodeConfig, NodeStatus, ProposeError, StartError};
 pub use types::TypeConfig;
 pub use wal::WalConfig;
 pub use wal::WalError;

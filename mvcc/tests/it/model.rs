@@ -83,7 +83,7 @@ struct Model {
 
 impl Model {
     fn current(&self) -> i64 {
-        self.history.last().map_or(0, |h| h.0)
+        self.history.last().map_or(1, |h| h.0)
     }
 
     fn state_at(&self, rev: i64) -> BTreeMap<Bytes, KeyValue> {

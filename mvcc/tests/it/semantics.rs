@@ -41,31 +41,33 @@ fn open(dir: &std::path::Path) -> Store {
 fn versions_generations_and_tombstones() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
-    assert_eq!(put(&s, "k", "1"), 1);
-    assert_eq!(put(&s, "k", "2"), 2);
+    // An empty store is at revision 1 (as etcd's): the first put makes 2.
+    assert_eq!(s.current_revision(), 1);
+    assert_eq!(put(&s, "k", "1"), 2);
+    assert_eq!(put(&s, "k", "2"), 3);
     let kv = get(&s, "k").unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 2, 2));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
     assert_eq!(del(&s, "k", ""), 1);
-    assert_eq!(s.current_revision(), 3);
+    assert_eq!(s.current_revision(), 4);
     // Deleting nothing makes no revision.
     assert_eq!(del(&s, "k", ""), 0);
-    assert_eq!(s.current_revision(), 3);
+    assert_eq!(s.current_revision(), 4);
     assert!(get(&s, "k").is_none());
     put(&s, "k", "3");
     let kv = get(&s, "k").unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (4, 4, 1));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
     // Old revisions stay readable until compacted.
-    let old = s.range(&RangeRequest { key: b("k"), revision: 2, ..Default::default() }).unwrap();
+    let old = s.range(&RangeRequest { key: b("k"), revision: 3, ..Default::default() }).unwrap();
     assert_eq!(old.kvs[0].value, b("2"));
-    assert_eq!(old.header.unwrap().revision, 4);
+    assert_eq!(old.header.unwrap().revision, 5);
     assert!(matches!(
-        s.range(&RangeRequest { key: b("k"), revision: 5, ..Default::default() }),
-        Err(MvccError::FutureRev { current: 4 })
+        s.range(&RangeRequest { key: b("k"), revision: 6, ..Default::default() }),
+        Err(MvccError::FutureRev { current: 5 })
     ));
-    let ev = s.events(KeyRange::new(b"k", b""), 1, 4).unwrap();
+    let ev = s.events(KeyRange::new(b"k", b""), 1, 5).unwrap();
     let kinds: Vec<_> = ev.iter().map(|e| (e.r#type, e.kv.as_ref().unwrap().mod_revision)).collect();
     let (p, d) = (EventType::Put as i32, EventType::Delete as i32);
-    assert_eq!(kinds, vec![(p, 1), (p, 2), (d, 3), (p, 4)]);
+    assert_eq!(kinds, vec![(p, 2), (p, 3), (d, 4), (p, 5)]);
 }
 
 #[test]
@@ -101,10 +103,10 @@ fn range_sort_limit_count_and_filters() {
     let r = all(RangeRequest { keys_only: true, ..Default::default() });
     assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
     // Revision filters prune but do not change count.
-    let r = all(RangeRequest { min_mod_revision: 3, ..Default::default() });
+    let r = all(RangeRequest { min_mod_revision: 4, ..Default::default() });
     assert_eq!(r.kvs.len(), 3);
     assert_eq!(r.count, 4);
-    let r = all(RangeRequest { max_create_revision: 2, ..Default::default() });
+    let r = all(RangeRequest { max_create_revision: 3, ..Default::default() });
     assert_eq!(r.kvs.len(), 2);
     assert!(matches!(s.range(&RangeRequest::default()), Err(MvccError::EmptyKey)));
 }
@@ -154,7 +156,7 @@ fn txn_compares_and_nested_txns() {
         .unwrap();
     assert!(!r.succeeded);
     w.commit().unwrap();
-    assert_eq!(s.current_revision(), 2);
+    assert_eq!(s.current_revision(), 3);
 
     // A nested Txn's compares see the state before the outer Txn: the put
     // of x in the outer success branch does not change the nested result.
@@ -178,9 +180,9 @@ fn txn_compares_and_nested_txns() {
     // Both changes share one main revision with two sub revisions.
     let x = get(&s, "x").unwrap();
     let inner = get(&s, "inner").unwrap();
-    assert_eq!(x.mod_revision, 3);
-    assert_eq!(inner.mod_revision, 3);
-    assert_eq!(r.header.unwrap().revision, 3);
+    assert_eq!(x.mod_revision, 4);
+    assert_eq!(inner.mod_revision, 4);
+    assert_eq!(r.header.unwrap().revision, 4);
 
     // Range compares must hold for every key in the range.
     let mut w = s.write().unwrap();
@@ -197,7 +199,7 @@ fn txn_compares_and_nested_txns() {
         TxnRequest { compare: vec![], success: vec![op_put("d", "1"), op_put("d", "2")], failure: vec![] };
     assert!(matches!(w.txn(&dup), Err(MvccError::DuplicateKey)));
     w.commit().unwrap();
-    assert_eq!(s.current_revision(), 3);
+    assert_eq!(s.current_revision(), 4);
 }
 
 #[test]
@@ -286,7 +288,7 @@ fn interrupted_compaction_resumes_on_open() {
     ));
     assert_eq!(get(&s, "k").unwrap().version, 20);
     let r = s.range(&RangeRequest { key: b("k"), revision: 15, ..Default::default() }).unwrap();
-    assert_eq!(r.kvs[0].value, b("14"));
+    assert_eq!(r.kvs[0].value, b("13"));
 }
 
 #[test]
@@ -343,5 +345,5 @@ fn meta_is_written_with_the_data() {
     }
     let s = open(dir.path());
     assert_eq!(s.get_meta(b"raft/applied").unwrap().as_deref(), Some(&b"42"[..]));
-    assert_eq!(s.current_revision(), 1);
+    assert_eq!(s.current_revision(), 2);
 }

@@ -1,0 +1,453 @@
+//! `keelson server`: etcd's flags, checked and turned into a member's
+//! configuration, then wired together — the raft node, the gRPC services
+//! and `/health` + `/metrics` on the client URLs (and on
+//! `--listen-metrics-urls`). Graceful shutdown on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use keelson_apiserver::node_backend::NodeBackend;
+use keelson_apiserver::serve;
+use keelson_raftstore::{Node, NodeConfig};
+
+/// etcd's flags, with etcd's names and defaults.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: "${name}.etcd").
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs of this member to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping: name=peer-url,...
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, value_enum, default_value_t = ClusterState::New)]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Raise alarms when backend size exceeds the given quota (0 = 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: u64,
+    /// Interpret 'auto-compaction-retention' as 'periodic' (a duration) or
+    /// 'revision' (a number of revisions).
+    #[arg(long, value_enum, default_value_t = CompactionMode::Periodic)]
+    pub auto_compaction_mode: CompactionMode,
+    /// Auto compaction retention ('0' turns it off; periodic: hours or a
+    /// duration such as '30m').
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Additional URLs to listen on that respond to /metrics and /health.
+    #[arg(long)]
+    pub listen_metrics_urls: Option<String>,
+    /// Logging level: debug, info, warn, error, panic or fatal.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompactionMode {
+    Periodic,
+    Revision,
+}
+
+/// What the flags mean once checked.
+#[derive(Debug)]
+pub struct ServerPlan {
+    pub node: NodeConfig,
+    pub client_addrs: Vec<SocketAddr>,
+    pub metrics_addrs: Vec<SocketAddr>,
+    pub max_request_bytes: usize,
+    pub auto_compaction: Option<keelson_raftstore::auto_compact::Policy>,
+}
+
+impl ServerArgs {
+    /// Checks the flags as etcd does and fails with etcd-like messages.
+    pub fn plan(&self) -> anyhow::Result<ServerPlan> {
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if self.heartbeat_interval == 0 {
+            bail!("--heartbeat-interval must be greater than 0");
+        }
+        if self.election_timeout > 50_000 {
+            bail!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+                self.election_timeout
+            );
+        }
+        if self.max_request_bytes == 0 {
+            bail!("--max-request-bytes must be greater than 0");
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be greater than 0");
+        }
+        parse_log_level(&self.log_level)?;
+        let initial_cluster = parse_initial_cluster(&self.initial_cluster)?;
+        let peer_urls = split_urls(&self.initial_advertise_peer_urls, "--initial-advertise-peer-urls")?;
+        let client_urls = split_urls(&self.advertise_client_urls, "--advertise-client-urls")?;
+        split_urls(&self.listen_peer_urls, "--listen-peer-urls")?;
+        let Some((_, cluster_urls)) = initial_cluster.iter().find(|(n, _)| *n == self.name) else {
+            bail!(
+                "couldn't find local name {:?} in the initial cluster configuration {:?}",
+                self.name,
+                self.initial_cluster
+            );
+        };
+        let mut a = cluster_urls.clone();
+        let mut b = peer_urls.clone();
+        a.sort();
+        b.sort();
+        if a != b {
+            bail!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+                self.name,
+                cluster_urls.join(","),
+                self.initial_advertise_peer_urls
+            );
+        }
+        if initial_cluster.len() > 1 {
+            bail!(
+                "--initial-cluster lists {} members: multi-member clusters are not supported by this build yet",
+                initial_cluster.len()
+            );
+        }
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        if self.initial_cluster_state == ClusterState::Existing && !data_dir.join("member").exists() {
+            bail!(
+                "--initial-cluster-state=existing needs a running cluster to join; joining arrives with multi-member support"
+            );
+        }
+        let client_addrs = listen_addrs(&self.listen_client_urls, "--listen-client-urls")?;
+        let metrics_addrs = match &self.listen_metrics_urls {
+            Some(u) => listen_addrs(u, "--listen-metrics-urls")?,
+            None => Vec::new(),
+        };
+        let auto_compaction = parse_retention(self.auto_compaction_mode, &self.auto_compaction_retention)?;
+        let quota =
+            if self.quota_backend_bytes == 0 { 2 * 1024 * 1024 * 1024 } else { self.quota_backend_bytes };
+        let node = NodeConfig {
+            name: self.name.clone(),
+            data_dir,
+            initial_cluster,
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            client_urls,
+            peer_urls,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count.max(1),
+            mvcc: keelson_mvcc::Config {
+                quota_bytes: quota,
+                max_txn_ops: self.max_txn_ops as usize,
+                ..Default::default()
+            },
+            watch: keelson_watch::WatchConfig {
+                max_request_bytes: self.max_request_bytes as usize,
+                ..Default::default()
+            },
+        };
+        Ok(ServerPlan {
+            node,
+            client_addrs,
+            metrics_addrs,
+            max_request_bytes: self.max_request_bytes as usize,
+            auto_compaction,
+        })
+    }
+}
+
+/// The tracing filter for an etcd `--log-level`.
+pub fn parse_log_level(level: &str) -> anyhow::Result<&'static str> {
+    Ok(match level {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        other => bail!("unknown log level {other:?} (use debug, info, warn, error, panic or fatal)"),
+    })
+}
+
+fn split_urls(s: &str, flag: &str) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = s.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+    if urls.is_empty() {
+        bail!("{flag} must not be empty");
+    }
+    for u in &urls {
+        parse_url(u).with_context(|| format!("{flag}: {u:?}"))?;
+    }
+    Ok(urls)
+}
+
+/// (scheme, host, port) of an `http://host:port` URL.
+fn parse_url(u: &str) -> anyhow::Result<(String, String, u16)> {
+    let (scheme, rest) = u.split_once("://").context("URL must have a scheme (http:// or https://)")?;
+    if scheme != "http" && scheme != "https" && scheme != "unix" && scheme != "unixs" {
+        bail!("URL scheme must be http, https, unix or unixs");
+    }
+    let hostport = rest.trim_end_matches('/');
+    let (host, port) =
+        hostport.rsplit_once(':').context("URL address does not have the form \"host:port\"")?;
+    let port: u16 = port.parse().context("URL port is not a number")?;
+    Ok((scheme.to_string(), host.trim_matches(['[', ']']).to_string(), port))
+}
+
+fn listen_addrs(s: &str, flag: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for u in split_urls(s, flag)? {
+        let (scheme, host, port) = parse_url(&u)?;
+        if scheme != "http" {
+            bail!("{flag}: {u:?}: only http:// is supported by this build (TLS arrives with the API server)");
+        }
+        let host = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+        let ip: std::net::IpAddr = host
+            .parse()
+            .with_context(|| format!("{flag}: {u:?}: listen address must be an IP or localhost"))?;
+        out.push(SocketAddr::new(ip, port));
+    }
+    Ok(out)
+}
+
+fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster: {part:?} is not of the form name=url"))?;
+        parse_url(url).with_context(|| format!("--initial-cluster: {url:?}"))?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => out.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if out.is_empty() {
+        bail!("--initial-cluster must not be empty");
+    }
+    Ok(out)
+}
+
+fn parse_retention(
+    mode: CompactionMode,
+    s: &str,
+) -> anyhow::Result<Option<keelson_raftstore::auto_compact::Policy>> {
+    use keelson_raftstore::auto_compact::Policy;
+    let s = s.trim();
+    if s.is_empty() || s == "0" {
+        return Ok(None);
+    }
+    Ok(Some(match mode {
+        CompactionMode::Revision => {
+            let n: i64 = s
+                .parse()
+                .with_context(|| format!("--auto-compaction-retention={s:?}: not a revision count"))?;
+            if n <= 0 {
+                return Ok(None);
+            }
+            Policy::Revisions(n)
+        }
+        CompactionMode::Periodic => {
+            let d = if let Ok(hours) = s.parse::<u64>() {
+                Duration::from_secs(hours * 3600)
+            } else {
+                parse_duration(s)
+                    .with_context(|| format!("--auto-compaction-retention={s:?}: not a duration"))?
+            };
+            if d.is_zero() {
+                return Ok(None);
+            }
+            Policy::Periodic(d)
+        }
+    }))
+}
+
+/// Go-style durations: "90s", "30m", "1h30m", "500ms".
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().context("number")?;
+        num.clear();
+        let secs = match unit.as_str() {
+            "ms" => v / 1000.0,
+            "s" => v,
+            "m" => v * 60.0,
+            "h" => v * 3600.0,
+            other => bail!("unknown unit {other:?}"),
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    if !num.is_empty() {
+        bail!("missing unit");
+    }
+    Ok(total)
+}
+
+/// Runs a member until SIGTERM or Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let node = Node::start(plan.node).await.context("start member")?;
+    tracing::info!(
+        member = format_args!("{:x}", node.member_id()),
+        cluster = format_args!("{:x}", node.cluster_id()),
+        "member started"
+    );
+    if let Some(policy) = plan.auto_compaction {
+        keelson_raftstore::auto_compact::spawn(&node, policy);
+    }
+    let backend = Arc::new(NodeBackend(node.clone()));
+    let grpc = keelson_apiserver::GrpcConfig { max_request_bytes: plan.max_request_bytes };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = Vec::new();
+    for addr in plan.client_addrs {
+        let listener = serve::bind(addr).await?;
+        tracing::info!(%addr, "serving client traffic");
+        servers.push(tokio::spawn(serve::serve_client(backend.clone(), grpc.clone(), listener, stopped())));
+    }
+    for addr in plan.metrics_addrs {
+        let listener = serve::bind(addr).await?;
+        tracing::info!(%addr, "serving metrics");
+        servers.push(tokio::spawn(serve::serve_metrics(backend.clone(), listener, stopped())));
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        match tokio::time::timeout(Duration::from_secs(5), s).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(_) => tracing::warn!("server did not stop within 5s"),
+            _ => {}
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn plan(argv: &[&str]) -> anyhow::Result<ServerPlan> {
+        let mut full = vec!["keelson"];
+        full.extend_from_slice(argv);
+        Wrap::try_parse_from(full).map_err(anyhow::Error::from)?.args.plan()
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.node.name, "default");
+        assert_eq!(p.node.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(p.client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(p.max_request_bytes, 1536 * 1024);
+        assert_eq!(p.node.mvcc.quota_bytes, 2 * 1024 * 1024 * 1024);
+    }
+
+    #[test]
+    fn contradictions_fail_with_a_clear_message() {
+        let e = plan(&["--heartbeat-interval", "300", "--election-timeout", "1000"]).unwrap_err();
+        assert!(e.to_string().contains("at least as 5 times"), "{e}");
+        let e = plan(&["--name", "x"]).unwrap_err();
+        assert!(e.to_string().contains("couldn't find local name"), "{e}");
+        let e = plan(&["--initial-advertise-peer-urls", "http://127.0.0.1:9"]).unwrap_err();
+        assert!(e.to_string().contains("missing from --initial-advertise-peer-urls"), "{e}");
+        let e = plan(&["--log-level", "loud"]).unwrap_err();
+        assert!(e.to_string().contains("unknown log level"), "{e}");
+        assert!(plan(&["--no-such-flag"]).is_err());
+        let e = plan(&["--auto-compaction-retention", "soon"]).unwrap_err();
+        assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
+    }
+
+    #[test]
+    fn retention_forms() {
+        use keelson_raftstore::auto_compact::Policy;
+        let p = plan(&["--auto-compaction-retention", "1"]).unwrap();
+        assert_eq!(p.auto_compaction, Some(Policy::Periodic(Duration::from_secs(3600))));
+        let p = plan(&["--auto-compaction-retention", "1h30m"]).unwrap();
+        assert_eq!(p.auto_compaction, Some(Policy::Periodic(Duration::from_secs(5400))));
+        let p = plan(&["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"]).unwrap();
+        assert_eq!(p.auto_compaction, Some(Policy::Revisions(1000)));
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end: real `keelson server` processes driven by the real etcdctl
+//! and the etcd-client crate.
+
+mod durability;
+mod etcdctl;
