@@ -149,7 +149,7 @@ mod tests {
         let mut a = srv.auth_client().await;
         let st = a.auth_status(AuthStatusRequest {}).await.unwrap().into_inner();
         assert!(!st.enabled);
-        srv.assert_header(st.header.as_ref(), 0);
+        srv.assert_header(st.header.as_ref(), 1);
         a.auth_disable(AuthDisableRequest {}).await.unwrap();
         assert!(a.user_list(AuthUserListRequest {}).await.unwrap().into_inner().users.is_empty());
         assert!(a.role_list(AuthRoleListRequest {}).await.unwrap().into_inner().roles.is_empty());

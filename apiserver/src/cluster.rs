@@ -153,7 +153,7 @@ mod tests {
         let srv = TestServer::start().await;
         let mut c = srv.cluster_client().await;
         let list = c.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner();
-        srv.assert_header(list.header.as_ref(), 0);
+        srv.assert_header(list.header.as_ref(), 1);
         assert_eq!(list.members.len(), 1);
         assert_eq!((list.members[0].id, list.members[0].name.as_str()), (MEMBER_ID, "default"));
 

@@ -31,10 +31,10 @@ async fn etcdctl_put_get_del() {
     let header = &out["header"];
     assert_eq!(header["cluster_id"].as_u64(), Some(crate::testing::CLUSTER_ID));
     assert_eq!(header["member_id"].as_u64(), Some(MEMBER_ID));
-    assert_eq!(header["revision"].as_i64(), Some(2));
+    assert_eq!(header["revision"].as_i64(), Some(3));
     assert_eq!(header["raft_term"].as_u64(), Some(crate::testing::RAFT_TERM));
     assert_eq!(out["count"].as_i64(), Some(1));
-    assert_eq!(out["kvs"][0]["create_revision"].as_i64(), Some(1));
+    assert_eq!(out["kvs"][0]["create_revision"].as_i64(), Some(2));
 
     // Whole keyspace, from-key, sorting, limits, counting.
     srv.etcdctl_ok(&["put", "a", "1"]).await;
@@ -70,18 +70,19 @@ async fn etcdctl_txn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_compaction_and_revision_errors() {
     let srv = TestServer::start().await;
+    // An empty store is at revision 1, so the puts make revisions 2, 3, 4.
     for v in ["1", "2", "3"] {
         srv.etcdctl_ok(&["put", "foo", v]).await;
     }
-    assert_eq!(srv.etcdctl_ok(&["get", "foo", "--rev=1", "--print-value-only"]).await, "1\n");
-    assert_eq!(srv.etcdctl_ok(&["compaction", "2"]).await, "compacted revision 2\n");
-    let err = srv.etcdctl_err(&["get", "foo", "--rev=1"]).await;
+    assert_eq!(srv.etcdctl_ok(&["get", "foo", "--rev=2", "--print-value-only"]).await, "1\n");
+    assert_eq!(srv.etcdctl_ok(&["compaction", "3"]).await, "compacted revision 3\n");
+    let err = srv.etcdctl_err(&["get", "foo", "--rev=2"]).await;
     assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
     let err = srv.etcdctl_err(&["get", "foo", "--rev=99"]).await;
     assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
-    let err = srv.etcdctl_err(&["compaction", "1"]).await;
+    let err = srv.etcdctl_err(&["compaction", "2"]).await;
     assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
-    assert_eq!(srv.etcdctl_ok(&["compaction", "--physical", "3"]).await, "compacted revision 3\n");
+    assert_eq!(srv.etcdctl_ok(&["compaction", "--physical", "4"]).await, "compacted revision 4\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,9 +100,10 @@ async fn etcdctl_request_too_large() {
 async fn etcdctl_watch() {
     let srv = TestServer::start().await;
     srv.etcdctl_ok(&["put", "foo", "v1"]).await;
-    // From revision 1, so nothing is missed while etcdctl connects.
+    // From revision 2 (the first put's), so nothing is missed while
+    // etcdctl connects.
     let mut child = srv
-        .etcdctl_command(&["watch", "foo", "--prefix", "--rev=1"])
+        .etcdctl_command(&["watch", "foo", "--prefix", "--rev=2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -135,8 +137,8 @@ async fn etcdctl_endpoint_status_hashkv_health() {
     assert_eq!(st["version"].as_str(), Some(crate::SERVER_VERSION));
     assert_eq!(st["leader"].as_u64(), Some(MEMBER_ID));
     assert_eq!(st["header"]["member_id"].as_u64(), Some(MEMBER_ID));
-    assert_eq!(st["header"]["revision"].as_i64(), Some(2));
-    assert_eq!(st["raftIndex"].as_u64(), Some(12));
+    assert_eq!(st["header"]["revision"].as_i64(), Some(3));
+    assert_eq!(st["raftIndex"].as_u64(), Some(13));
     let table = srv.etcdctl_ok(&["endpoint", "status"]).await;
     assert!(
         table.contains(&format!("{}, {MEMBER_ID:x}, {}", srv.endpoint(), crate::SERVER_VERSION)),
@@ -146,9 +148,10 @@ async fn etcdctl_endpoint_status_hashkv_health() {
     let hashkv = json(&srv.etcdctl_ok(&["endpoint", "hashkv", "-w", "json"]).await);
     let expected = srv.store().hash_kv(0).unwrap();
     assert_eq!(hashkv[0]["HashKV"]["hash"].as_u64(), Some(u64::from(expected.hash)));
-    let line = srv.etcdctl_ok(&["endpoint", "hashkv", "--rev=1"]).await;
-    let at_one = srv.store().hash_kv(1).unwrap().hash;
-    assert_eq!(line, format!("{}, {at_one}\n", srv.endpoint()));
+    // At the first put's revision.
+    let line = srv.etcdctl_ok(&["endpoint", "hashkv", "--rev=2"]).await;
+    let at_first = srv.store().hash_kv(2).unwrap().hash;
+    assert_eq!(line, format!("{}, {at_first}\n", srv.endpoint()));
 
     // etcdctl 3.4 prints health to stderr.
     let out = srv.etcdctl(&["endpoint", "health"]).await;

@@ -344,8 +344,9 @@ mod tests {
             .await
             .unwrap()
             .into_inner();
+        // An empty store is at revision 1: the first put makes 2.
         let h = put.header.unwrap();
-        assert_eq!((h.cluster_id, h.member_id, h.revision, h.raft_term), srv.header_ids(1));
+        assert_eq!((h.cluster_id, h.member_id, h.revision, h.raft_term), srv.header_ids(2));
 
         let got =
             kv.range(RangeRequest { key: key("foo"), ..Default::default() }).await.unwrap().into_inner();
@@ -374,12 +375,12 @@ mod tests {
         };
         let t = kv.txn(txn.clone()).await.unwrap().into_inner();
         assert!(t.succeeded);
-        assert_eq!(t.header.unwrap().revision, 3);
+        assert_eq!(t.header.unwrap().revision, 4);
         let read_only = TxnRequest { success: vec![range_op("foo")], ..txn };
         let t = kv.txn(read_only).await.unwrap().into_inner();
         assert!(!t.succeeded, "value is qux now");
-        assert_eq!(t.header.as_ref().unwrap().revision, 3, "a read-only txn makes no revision");
-        assert_eq!(srv.store().current_revision(), 3);
+        assert_eq!(t.header.as_ref().unwrap().revision, 4, "a read-only txn makes no revision");
+        assert_eq!(srv.store().current_revision(), 4);
 
         let del = kv
             .delete_range(DeleteRangeRequest { key: key("foo"), prev_kv: true, ..Default::default() })
@@ -387,17 +388,18 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(del.deleted, 1);
-        assert_eq!(del.header.unwrap().revision, 4);
+        assert_eq!(del.header.unwrap().revision, 5);
 
-        kv.compact(CompactionRequest { revision: 3, physical: true }).await.unwrap();
+        // Compact at the txn's revision: the second put's is gone.
+        kv.compact(CompactionRequest { revision: 4, physical: true }).await.unwrap();
         let err =
-            kv.range(RangeRequest { key: key("foo"), revision: 2, ..Default::default() }).await.unwrap_err();
+            kv.range(RangeRequest { key: key("foo"), revision: 3, ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), Code::OutOfRange);
         assert_eq!(err.message(), "etcdserver: mvcc: required revision has been compacted");
         let err =
             kv.range(RangeRequest { key: key("foo"), revision: 99, ..Default::default() }).await.unwrap_err();
         assert_eq!(err.message(), "etcdserver: mvcc: required revision is a future revision");
-        let err = kv.compact(CompactionRequest { revision: 2, physical: false }).await.unwrap_err();
+        let err = kv.compact(CompactionRequest { revision: 3, physical: false }).await.unwrap_err();
         assert_eq!(err.message(), "etcdserver: mvcc: required revision has been compacted");
     }
 
@@ -455,7 +457,7 @@ mod tests {
         assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
         // The connection still works.
         kv.put(PutRequest { key: key("small"), value: key("v"), ..Default::default() }).await.unwrap();
-        assert_eq!(srv.store().current_revision(), 1);
+        assert_eq!(srv.store().current_revision(), 2, "only the small put made a revision");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +482,7 @@ mod tests {
         assert!(chunks > 1, "3.2 MiB of values come in several chunks");
         let last = last.unwrap();
         assert_eq!(last.count(), 50);
-        assert_eq!(last.header().unwrap().revision(), 50);
+        assert_eq!(last.header().unwrap().revision(), 51, "50 puts after the empty store's revision 1");
         let whole = client.get("s/", Some(opts)).await.unwrap();
         let expected: Vec<Vec<u8>> = whole.kvs().iter().map(|kv| kv.key().to_vec()).collect();
         assert_eq!(keys, expected);

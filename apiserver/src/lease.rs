@@ -217,7 +217,7 @@ mod tests {
         let granted = lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.unwrap().into_inner();
         assert!(granted.id > 0);
         assert_eq!(granted.ttl, 60);
-        srv.assert_header(granted.header.as_ref(), 0);
+        srv.assert_header(granted.header.as_ref(), 1);
         let id = granted.id;
 
         let err = lease.lease_grant(LeaseGrantRequest { ttl: 60, id }).await.unwrap_err();
@@ -233,7 +233,7 @@ mod tests {
         tx.send(LeaseKeepAliveRequest { id }).await.unwrap();
         let ka = answers.message().await.unwrap().unwrap();
         assert_eq!((ka.id, ka.ttl), (id, 60));
-        srv.assert_header(ka.header.as_ref(), 0);
+        srv.assert_header(ka.header.as_ref(), 1);
         tx.send(LeaseKeepAliveRequest { id: 12345 }).await.unwrap();
         let ka = answers.message().await.unwrap().unwrap();
         assert_eq!((ka.id, ka.ttl), (12345, 0), "an unknown lease answers TTL 0");
@@ -255,7 +255,7 @@ mod tests {
         let gone =
             lease.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }).await.unwrap().into_inner();
         assert_eq!((gone.id, gone.ttl), (id, -1));
-        srv.assert_header(gone.header.as_ref(), 0);
+        srv.assert_header(gone.header.as_ref(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

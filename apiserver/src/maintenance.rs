@@ -291,22 +291,23 @@ mod tests {
         }
         let mut m = srv.maintenance_client().await;
         let st = m.status(StatusRequest {}).await.unwrap().into_inner();
-        srv.assert_header(st.header.as_ref(), 3);
+        // An empty store is at revision 1: the three puts make 2, 3, 4.
+        srv.assert_header(st.header.as_ref(), 4);
         assert_eq!(st.version, SERVER_VERSION);
         assert_eq!(
             (st.leader, st.raft_term, st.raft_index, st.raft_applied_index),
-            (MEMBER_ID, RAFT_TERM, 13, 13)
+            (MEMBER_ID, RAFT_TERM, 14, 14)
         );
         assert!(st.errors.is_empty());
         assert_eq!(st.db_size_quota, 2 << 30);
 
-        let h = m.hash_kv(HashKvRequest { revision: 2 }).await.unwrap().into_inner();
-        assert_eq!((h.hash_revision, h.compact_revision), (2, 0));
-        srv.assert_header(h.header.as_ref(), 3);
-        let again = m.hash_kv(HashKvRequest { revision: 2 }).await.unwrap().into_inner();
+        let h = m.hash_kv(HashKvRequest { revision: 3 }).await.unwrap().into_inner();
+        assert_eq!((h.hash_revision, h.compact_revision), (3, 0));
+        srv.assert_header(h.header.as_ref(), 4);
+        let again = m.hash_kv(HashKvRequest { revision: 3 }).await.unwrap().into_inner();
         assert_eq!(h.hash, again.hash);
         let latest = m.hash_kv(HashKvRequest { revision: 0 }).await.unwrap().into_inner();
-        assert_eq!(latest.hash_revision, 3);
+        assert_eq!(latest.hash_revision, 4);
         assert_ne!(latest.hash, h.hash);
         let err = m.hash_kv(HashKvRequest { revision: 9 }).await.unwrap_err();
         assert_eq!(err.message(), "etcdserver: mvcc: required revision is a future revision");
@@ -364,7 +365,7 @@ mod tests {
         while let Some(msg) = stream.message().await.unwrap() {
             msgs.push(msg);
         }
-        srv.assert_header(msgs[0].header.as_ref(), 0);
+        srv.assert_header(msgs[0].header.as_ref(), 1);
         assert!(msgs[1..].iter().all(|m| m.header.is_none()));
         assert!(msgs.iter().all(|m| m.blob.len() <= SNAPSHOT_CHUNK_BYTES && m.version == STORAGE_VERSION));
         let (last, data) = msgs.split_last().unwrap();
@@ -422,10 +423,11 @@ mod tests {
         let members = c.member_list().await.unwrap();
         assert_eq!(members.members()[0].id(), MEMBER_ID);
         let h = c.hash_kv(0).await.unwrap();
-        assert_eq!((h.hash(), h.hash_revision()), (srv.store().hash_kv(0).unwrap().hash, 2));
-        c.compact(2, None).await.unwrap();
-        assert_eq!(c.hash_kv(0).await.unwrap().compact_version(), 2);
-        let err = c.get("k", Some(etcd_client::GetOptions::new().with_revision(1))).await.unwrap_err();
+        // The put made revision 2, the txn 3.
+        assert_eq!((h.hash(), h.hash_revision()), (srv.store().hash_kv(0).unwrap().hash, 3));
+        c.compact(3, None).await.unwrap();
+        assert_eq!(c.hash_kv(0).await.unwrap().compact_version(), 3);
+        let err = c.get("k", Some(etcd_client::GetOptions::new().with_revision(2))).await.unwrap_err();
         assert!(err.to_string().contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
         c.defragment().await.unwrap();
 

@@ -186,13 +186,14 @@ mod tests {
     async fn create_events_cancel_and_progress() {
         let srv = TestServer::start().await;
         let mut kv = srv.kv_client().await;
-        put(&mut kv, "foo", "v1").await;
+        // An empty store is at revision 1: the first put makes 2.
+        assert_eq!(put(&mut kv, "foo", "v1").await, 2);
         let (tx, mut rx) = open(&srv).await;
 
         tx.send(create("foo", 0)).await.unwrap();
         let created = next(&mut rx).await;
         assert!(created.created);
-        srv.assert_header(created.header.as_ref(), 1);
+        srv.assert_header(created.header.as_ref(), 2);
         let id = created.watch_id;
 
         let rev = put(&mut kv, "foo", "v2").await;
@@ -203,13 +204,13 @@ mod tests {
         srv.assert_header(ev.header.as_ref(), rev);
 
         // A watch from the past replays history.
-        tx.send(create("foo", 1)).await.unwrap();
+        tx.send(create("foo", 2)).await.unwrap();
         let created = next(&mut rx).await;
         assert!(created.created);
         let replay = next(&mut rx).await;
         assert_eq!(replay.watch_id, created.watch_id);
         let revs: Vec<i64> = replay.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
-        assert_eq!(revs, vec![1, 2]);
+        assert_eq!(revs, vec![2, 3]);
 
         tx.send(WatchRequest { request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})) })
             .await
@@ -217,7 +218,7 @@ mod tests {
         let progress = next(&mut rx).await;
         assert!(keelson_watch::is_progress_notify(&progress));
         assert_eq!(progress.watch_id, -1);
-        srv.assert_header(progress.header.as_ref(), 2);
+        srv.assert_header(progress.header.as_ref(), 3);
 
         // Cancelling an unknown id answers nothing; a known one is canceled.
         for watch_id in [999, id] {
@@ -230,7 +231,7 @@ mod tests {
         let canceled = next(&mut rx).await;
         assert!(canceled.canceled);
         assert_eq!(canceled.watch_id, id);
-        srv.assert_header(canceled.header.as_ref(), 2);
+        srv.assert_header(canceled.header.as_ref(), 3);
 
         // After a half-close the stream still delivers.
         drop(tx);
@@ -244,17 +245,18 @@ mod tests {
     async fn compacted_start_revision_cancels_the_watch() {
         let srv = TestServer::start().await;
         let mut kv = srv.kv_client().await;
+        // Revisions 2 to 5; compact at the third put's.
         for i in 0..4 {
             put(&mut kv, "k", &i.to_string()).await;
         }
-        kv.compact(CompactionRequest { revision: 3, physical: true }).await.unwrap();
+        kv.compact(CompactionRequest { revision: 4, physical: true }).await.unwrap();
         let (tx, mut rx) = open(&srv).await;
-        tx.send(create("k", 2)).await.unwrap();
+        tx.send(create("k", 3)).await.unwrap();
         let created = next(&mut rx).await;
         assert!(created.created);
         let cancel = next(&mut rx).await;
         assert!(cancel.canceled);
-        assert_eq!(cancel.compact_revision, 3);
+        assert_eq!(cancel.compact_revision, 4);
         assert_eq!(cancel.watch_id, created.watch_id);
 
         // A refused create: id -1, created and canceled, with etcd's reason.
