@@ -58,7 +58,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
-            init_logging(server::parse_log_level(&args.log_level)?);
+            let level = server::parse_log_level(&args.log_level)?;
+            // openraft narrates elections at warn level; keep it for debug.
+            let raft = if level == "debug" { "debug" } else { "error" };
+            init_logging(&format!("{level},openraft={raft}"));
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
             rt.block_on(server::run(*args))

@@ -291,6 +291,8 @@ impl StateMachine {
         let shared = self.shared.clone();
         let lessor = shared.lessor.clone();
         let check = move |id: i64| lessor.exists(id);
+        // Compact requests move the compacted revision as they apply.
+        let compacted_before = shared.store.compacted_revision();
         let mut w = shared.store.write().map_err(io_err)?;
         w.set_lease_check(&check);
         let mut replies = Vec::with_capacity(batch.len());
@@ -318,7 +320,6 @@ impl StateMachine {
         if let Some(m) = &membership {
             w.put_meta(META_MEMBERSHIP, &serde_json::to_vec(m).map_err(io_err)?);
         }
-        let compacted_before = shared.store.compacted_revision();
         let committed = w.commit().map_err(io_err)?;
         for rev in committed.events {
             shared.hub.notify(rev.revision, rev.events);

@@ -11,18 +11,25 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut server = Server::start(&[]).unwrap();
     let ep = format!("http://{}", server.endpoint());
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let max_rev = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    // 64 concurrent clients over 8 connections.
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(Client::connect([ep.clone()], None).await.unwrap());
+    }
     let mut tasks = Vec::new();
-    for w in 0..8 {
+    for w in 0..64 {
         let acked = acked.clone();
-        let ep = ep.clone();
+        let max_rev = max_rev.clone();
+        let mut c = conns[w % 8].clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect([ep], None).await.unwrap();
             let deadline = Instant::now() + Duration::from_millis(1500);
             let mut i = 0;
             while Instant::now() < deadline {
                 let (k, v) = (format!("k/{w}/{i}"), format!("v{i}"));
-                if c.put(k.clone(), v.clone(), None).await.is_ok() {
+                if let Ok(r) = c.put(k.clone(), v.clone(), None).await {
                     acked.lock().unwrap().push((k, v));
+                    max_rev.fetch_max(r.header().unwrap().revision(), std::sync::atomic::Ordering::Relaxed);
                 }
                 i += 1;
             }
@@ -53,7 +60,11 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.len(),
         &lost[..lost.len().min(5)]
     );
-    assert!(resp.header().unwrap().revision() >= acked.len() as i64);
+    // Revisions continue from where they were.
+    let before = max_rev.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(resp.header().unwrap().revision() >= before);
+    let next = c.put("after", "restart", None).await.unwrap().header().unwrap().revision();
+    assert_eq!(next, resp.header().unwrap().revision() + 1);
 }
 
 #[test]

@@ -41,6 +41,48 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
     assert!(text.starts_with("SUCCESS"), "{text}");
     assert_eq!(etcdctl_ok(&ep, &["get", "txnkey", "--print-value-only"]), "yes\n");
 
+    // Limit, sort and count.
+    for (k, v) in [("s/a", "3"), ("s/b", "1"), ("s/c", "2")] {
+        etcdctl_ok(&ep, &["put", k, v]);
+    }
+    assert_eq!(etcdctl_ok(&ep, &["get", "s/", "--prefix", "--limit=2", "--keys-only"]), "s/a\n\ns/b\n\n");
+    let sorted = etcdctl_ok(&ep, &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"]);
+    assert_eq!(sorted, "3\n2\n1\n");
+    let limited = etcdctl_ok(&ep, &["get", "s/", "--prefix", "--limit=1", "-w", "json"]);
+    assert!(limited.contains("\"more\":true") && limited.contains("\"count\":3"), "{limited}");
+    // Delete with prefix and prev-kv.
+    assert_eq!(etcdctl_ok(&ep, &["del", "s/", "--prefix", "--prev-kv"]), "3\ns/a\n3\ns/b\n1\ns/c\n2\n");
+
+    // The failure branch of a transaction.
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ep}"))
+        .args(["txn", "--interactive=false"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"value(\"foo\") = \"nope\"\n\nput txnkey yes\n\nput txnkey no\n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILURE"));
+    assert_eq!(etcdctl_ok(&ep, &["get", "txnkey", "--print-value-only"]), "no\n");
+
+    // A 1.7 MB put is refused with etcd's message (value from stdin).
+    let mut big = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ep}"))
+        .args(["put", "big"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    big.stdin.take().unwrap().write_all(&vec![b'x'; 1_700_000]).unwrap();
+    let out = big.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcdserver: request is too large"), "{err}");
+
     assert_eq!(etcdctl_ok(&ep, &["del", "fop"]), "1\n");
     assert_eq!(etcdctl_ok(&ep, &["compaction", "4"]), "compacted revision 4\n");
     let old = etcdctl(&ep, &["get", "foo", "--rev=2"]);
@@ -97,6 +139,68 @@ fn leases_via_etcdctl() {
     let missing = etcdctl(&ep, &["lease", "revoke", &id]);
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("etcdserver: requested lease not found"), "{err}");
+}
+
+#[test]
+fn expired_lease_takes_its_key_with_it() {
+    let server = Server::start(&[]).unwrap();
+    let ep = server.endpoint();
+    // The minimum TTL with etcd's default election timeout is 2s.
+    let granted = etcdctl_ok(&ep, &["lease", "grant", "2"]);
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    etcdctl_ok(&ep, &["put", "short", "lived", &format!("--lease={id}")]);
+    assert_eq!(etcdctl_ok(&ep, &["get", "short", "--print-value-only"]), "lived\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while etcdctl_ok(&ep, &["get", "short", "--print-value-only"]) == "lived\n" {
+        assert!(std::time::Instant::now() < deadline, "key outlived its lease");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ttl = etcdctl_ok(&ep, &["lease", "timetolive", &id]);
+    assert!(ttl.contains("already expired"), "{ttl}");
+}
+
+/// Collects what `etcdctl watch ARGS` prints while `during` runs.
+fn watch_output(ep: &str, args: &[&str], during: impl FnOnce()) -> String {
+    let mut watch = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ep}"))
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    during();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn watch_from_the_past_and_from_a_compacted_revision() {
+    let server = Server::start(&[]).unwrap();
+    let ep = server.endpoint();
+    etcdctl_ok(&ep, &["put", "h", "1"]); // rev 2
+    etcdctl_ok(&ep, &["put", "h", "2"]); // rev 3
+    etcdctl_ok(&ep, &["put", "h", "3"]); // rev 4
+    let past = watch_output(&ep, &["h", "--rev=3"], || {});
+    assert_eq!(past, "PUT\nh\n2\nPUT\nh\n3\n", "{past}");
+    etcdctl_ok(&ep, &["compaction", "4"]);
+    let compacted = watch_output(&ep, &["h", "--rev=2"], || {});
+    assert!(compacted.contains("required revision has been compacted"), "{compacted}");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn check_perf_load_s_PASSes() {
+    let server = Server::start(&[]).unwrap();
+    let out = etcdctl(&server.endpoint(), &["check", "perf", "--load=s"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("PASS"), "{text}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! End-to-end: real `keelson server` processes driven by the real etcdctl
 //! and the etcd-client crate.
 
+mod client;
 mod durability;
 mod etcdctl;
