@@ -126,7 +126,8 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         Ok(Response::new(HashKvResponse {
             header: Some(self.ctx.header(h.current_revision)),
             hash: h.hash,
-            compact_revision: h.compact_revision,
+            // etcd reports -1 for a store that was never compacted.
+            compact_revision: if h.compact_revision == 0 { -1 } else { h.compact_revision },
             hash_revision: h.hash_revision,
         }))
     }
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!(st.db_size_quota, 2 << 30);
 
         let h = m.hash_kv(HashKvRequest { revision: 3 }).await.unwrap().into_inner();
-        assert_eq!((h.hash_revision, h.compact_revision), (3, 0));
+        assert_eq!((h.hash_revision, h.compact_revision), (3, -1));
         srv.assert_header(h.header.as_ref(), 4);
         let again = m.hash_kv(HashKvRequest { revision: 3 }).await.unwrap().into_inner();
         assert_eq!(h.hash, again.hash);
