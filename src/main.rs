@@ -43,6 +43,11 @@ enum BenchSuite {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Side by side with real etcd: starts an etcd cluster and a Keelson
+    /// cluster of the same size on this machine, runs the same workloads
+    /// against each (alternating), and prints medians and Keelson/etcd
+    /// ratios. Needs `etcd` on PATH (apt-get install etcd-server).
+    Compare(Box<keelson_bench::compare::CompareArgs>),
 }
 
 fn init_logging(default_level: &str) {
@@ -75,14 +80,31 @@ fn main() -> anyhow::Result<()> {
             let rows = keelson_bench::storage::run(&keelson_bench::storage::Options { quick, dir, only })?;
             print!("{}", keelson_bench::report::table(&rows));
             if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&rows)?;
-                if path.as_os_str() == "-" {
-                    println!("{text}");
-                } else {
-                    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-                }
+                write_json(&path, serde_json::to_string_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
+        Command::Bench { suite: BenchSuite::Compare(args) } => {
+            init_logging("warn");
+            let plan = args.plan(std::env::current_exe().context("find this binary")?)?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            let report = rt.block_on(keelson_bench::compare::run(&plan))?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                write_json(path, serde_json::to_string_pretty(&report)?)?;
             }
             Ok(())
         }
     }
+}
+
+/// Writes JSON `text` to `path`, or to stdout for "-".
+fn write_json(path: &std::path::Path, text: String) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        println!("{text}");
+    } else {
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -1,9 +1,20 @@
 //! The benchmark suite. Each module runs one fixed workload and returns
 //! [`report::Row`]s; the `keelson bench` CLI prints them as a table and JSON.
 //! Nothing here asserts a timing: figures are for reading side by side.
+//!
+//! `keelson bench compare` (`compare.rs`) runs real etcd and Keelson
+//! servers (`cluster.rs`) under the same client load (`load.rs`, workloads
+//! in `workload.rs`); `keelson bench storage` (`storage.rs`) measures the
+//! storage crates in process.
 
+pub mod cluster;
+pub mod compare;
+pub mod kv;
+pub mod load;
 pub mod mvcc;
+pub mod procstat;
 pub mod report;
 pub mod storage;
 pub mod wal;
 pub mod watch;
+pub mod workload;
