@@ -50,7 +50,6 @@ impl Backend for NodeBackend {
 
     fn status(&self) -> MemberStatus {
         let s = self.0.status();
-        let learner = self.0.members().iter().any(|(id, _, learner)| *id == s.member_id && *learner);
         MemberStatus {
             cluster_id: s.cluster_id,
             member_id: s.member_id,
@@ -58,7 +57,7 @@ impl Backend for NodeBackend {
             raft_term: s.term,
             raft_index: s.last_log_index,
             raft_applied_index: s.applied_index,
-            is_learner: learner,
+            is_learner: s.is_learner,
         }
     }
 

@@ -41,6 +41,9 @@ pub(crate) const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
 pub(crate) const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
 pub(crate) const META_ALARM_PREFIX: &[u8] = b"alarm/";
 
+/// How long a measured database size is reused by the quota check.
+const SIZE_REFRESH: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The on-disk format this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -106,6 +109,10 @@ pub struct Store {
     pub(crate) write_lock: Mutex<()>,
     pub(crate) config: Config,
     pub(crate) poisoned: AtomicBool,
+    /// `db_size()` as of `size_checked` plus the quota cost of the writes
+    /// admitted since, for the quota check on writes.
+    cached_size: std::sync::atomic::AtomicU64,
+    size_checked: Mutex<std::time::Instant>,
     compactor: Mutex<Option<mpsc::Sender<CompactionJob>>>,
     compactor_thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -184,6 +191,8 @@ impl Store {
             write_lock: Mutex::new(()),
             config,
             poisoned: AtomicBool::new(false),
+            cached_size: std::sync::atomic::AtomicU64::new(0),
+            size_checked: Mutex::new(std::time::Instant::now() - SIZE_REFRESH),
             compactor: Mutex::new(Some(compactor)),
             compactor_thread: Mutex::new(Some(thread)),
             path,
@@ -330,6 +339,23 @@ impl Store {
             }
         }
         total
+    }
+
+    /// [`Store::db_size`] as the quota sees it: measured at most every
+    /// `SIZE_REFRESH` (asking RocksDB on every write costs more than the
+    /// write), plus what writes admitted since then cost.
+    pub(crate) fn db_size_cached(&self) -> u64 {
+        let mut checked = self.size_checked.lock();
+        if checked.elapsed() >= SIZE_REFRESH {
+            self.cached_size.store(self.db_size(), std::sync::atomic::Ordering::Relaxed);
+            *checked = std::time::Instant::now();
+        }
+        self.cached_size.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts an admitted write's cost until the next size measurement.
+    pub(crate) fn add_admitted(&self, cost: u64) {
+        self.cached_size.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Compacts RocksDB's files fully so deleted and compacted revisions give

@@ -284,7 +284,7 @@ impl<'s> WriteTxn<'s> {
         if nospace {
             return Err(MvccError::NoSpace);
         }
-        if self.store.db_size() + cost >= self.store.config.quota_bytes {
+        if self.store.db_size_cached() + cost >= self.store.config.quota_bytes {
             tracing::warn!(
                 quota = self.store.config.quota_bytes,
                 "database space exceeded, raising NOSPACE alarm"
@@ -292,6 +292,7 @@ impl<'s> WriteTxn<'s> {
             self.activate_alarm(self.store.config.member_id, ALARM_NOSPACE);
             return Err(MvccError::NoSpace);
         }
+        self.store.add_admitted(cost);
         Ok(())
     }
 

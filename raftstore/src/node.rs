@@ -133,6 +133,7 @@ pub struct NodeStatus {
     pub applied_index: u64,
     pub committed_index: u64,
     pub is_leader: bool,
+    pub is_learner: bool,
 }
 
 /// One member.
@@ -361,7 +362,10 @@ impl Node {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Read the few fields in place: cloning the whole metrics struct on
+        // every response header costs more than the rest of a read.
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
         NodeStatus {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -371,6 +375,7 @@ impl Node {
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
             committed_index: m.cluster_committed.as_ref().map_or(0, |l| l.index),
             is_leader: m.state == ServerState::Leader,
+            is_learner: !m.membership_config.membership().voter_ids().any(|id| id == self.member_id),
         }
     }
 
