@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use keelson_tests::Server;
 
@@ -76,7 +76,13 @@ async fn kv_txn_compaction_and_errors_with_etcd_client() {
     let h2 = c.hash_kv(0).await.unwrap();
     assert_eq!(h1.hash(), h2.hash());
     c.defragment().await.unwrap();
-    assert!(c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap().alarms().is_empty());
+    assert!(
+        c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+            .await
+            .unwrap()
+            .alarms()
+            .is_empty()
+    );
     let mut snap = c.snapshot().await.unwrap();
     let mut bytes = 0;
     while let Some(chunk) = snap.message().await.unwrap() {
@@ -92,18 +98,23 @@ async fn watches_with_etcd_client() {
     c.put("w", "1", None).await.unwrap(); // rev 2
     c.put("w", "2", None).await.unwrap(); // rev 3
     // From a past revision, with prev_kv.
-    let mut stream = c.watch("w", Some(WatchOptions::new().with_start_revision(3).with_prev_key())).await.unwrap();
+    let mut stream =
+        c.watch("w", Some(WatchOptions::new().with_start_revision(3).with_prev_key())).await.unwrap();
     c.put("w", "3", None).await.unwrap(); // rev 4, live
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let resp = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+        let resp =
+            tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
         for ev in resp.events() {
             let kv = ev.kv().unwrap();
             let prev = ev.prev_kv().map(|p| p.value_str().unwrap().to_string());
             seen.push((kv.mod_revision(), kv.value_str().unwrap().to_string(), prev));
         }
     }
-    assert_eq!(seen, [(3, "2".to_string(), Some("1".to_string())), (4, "3".to_string(), Some("2".to_string()))]);
+    assert_eq!(
+        seen,
+        [(3, "2".to_string(), Some("1".to_string())), (4, "3".to_string(), Some("2".to_string()))]
+    );
     drop(stream);
 
     c.compact(4, None).await.unwrap();
@@ -126,7 +137,8 @@ async fn watches_with_etcd_client() {
     c.delete("d", None).await.unwrap();
     let mut types = Vec::new();
     while types.len() < 2 {
-        let resp = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+        let resp =
+            tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
         types.extend(resp.events().iter().map(|e| e.event_type()));
     }
     assert_eq!(types, [EventType::Put, EventType::Delete]);
@@ -139,7 +151,8 @@ async fn leases_with_etcd_client() {
     let lease = c.lease_grant(60, None).await.unwrap();
     assert_eq!(lease.ttl(), 60);
     c.put("l", "v", Some(PutOptions::new().with_lease(lease.id()))).await.unwrap();
-    let ttl = c.lease_time_to_live(lease.id(), Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
+    let ttl = c
+        .lease_time_to_live(lease.id(), Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()))
         .await
         .unwrap();
     assert_eq!(ttl.granted_ttl(), 60);

@@ -46,7 +46,10 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
         etcdctl_ok(&ep, &["put", k, v]);
     }
     assert_eq!(etcdctl_ok(&ep, &["get", "s/", "--prefix", "--limit=2", "--keys-only"]), "s/a\n\ns/b\n\n");
-    let sorted = etcdctl_ok(&ep, &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"]);
+    let sorted = etcdctl_ok(
+        &ep,
+        &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"],
+    );
     assert_eq!(sorted, "3\n2\n1\n");
     let limited = etcdctl_ok(&ep, &["get", "s/", "--prefix", "--limit=1", "-w", "json"]);
     assert!(limited.contains("\"more\":true") && limited.contains("\"count\":3"), "{limited}");
@@ -62,7 +65,12 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"value(\"foo\") = \"nope\"\n\nput txnkey yes\n\nput txnkey no\n\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"value(\"foo\") = \"nope\"\n\nput txnkey yes\n\nput txnkey no\n\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILURE"));
     assert_eq!(etcdctl_ok(&ep, &["get", "txnkey", "--print-value-only"]), "no\n");
