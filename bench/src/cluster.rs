@@ -147,7 +147,8 @@ impl Cluster {
                 System::Etcd => Command::new(&bins.etcd),
                 System::Keelson => {
                     let mut c = Command::new(&bins.keelson);
-                    c.arg("server");
+                    // A start-up error then ends the log, not a backtrace.
+                    c.arg("server").env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0");
                     c
                 }
             };

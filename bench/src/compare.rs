@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,10 +18,12 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cluster::{Binaries, Cluster, System};
-use crate::kv::KeySpace;
+use crate::k8s::K8sConfig;
 use crate::load::{Conns, LoadConfig, Outcome};
 use crate::procstat;
-use crate::workload::{self, Target, Workload};
+use crate::txn::TxnConfig;
+use crate::watch_load::WatchConfig;
+use crate::workload::{self, Settings, Target, Workload};
 
 /// The command line of `keelson bench compare`, with etcd `benchmark`'s
 /// flag names where they exist.
@@ -42,7 +45,7 @@ pub struct CompareArgs {
     /// gRPC connections, shared by the clients round-robin.
     #[arg(long, default_value_t = 8)]
     pub conns: usize,
-    /// Operations per measured phase. Default 20000 (1000 with --quick).
+    /// Operations per measured phase. Default 50000 (1000 with --quick).
     #[arg(long)]
     pub total: Option<u64>,
     /// Key size in bytes.
@@ -60,7 +63,44 @@ pub struct CompareArgs {
     /// Operations per second across all clients (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Workloads to run, in order (default: all).
+    /// Puts per Txn in txn-put.
+    #[arg(long, default_value_t = 1)]
+    pub txn_ops: usize,
+    /// Reads per write in txn-mixed.
+    #[arg(long, default_value_t = 1.0)]
+    pub rw_ratio: f64,
+    /// Watch streams in the watch workloads. Default 10 (2 with --quick).
+    #[arg(long)]
+    pub streams: Option<usize>,
+    /// Watchers per stream in the watch workloads. Default 10 (5 with
+    /// --quick).
+    #[arg(long)]
+    pub watch_per_stream: Option<usize>,
+    /// Puts the watchers see in the watch workload. Default 5000 (100 with
+    /// --quick).
+    #[arg(long)]
+    pub put_total: Option<u64>,
+    /// Puts per second in watch-latency.
+    #[arg(long, default_value_t = 200)]
+    pub put_rate: u64,
+    /// Puts in watch-latency. Default: 5 seconds' worth at --put-rate
+    /// (half a second's with --quick).
+    #[arg(long)]
+    pub latency_put_total: Option<u64>,
+    /// Objects in the Kubernetes mix. Default 1000 (100 with --quick).
+    #[arg(long)]
+    pub k8s_objects: Option<u64>,
+    /// Bytes per object in the Kubernetes mix.
+    #[arg(long, default_value_t = 1024)]
+    pub k8s_object_size: usize,
+    /// Page size of the Kubernetes mix's lists.
+    #[arg(long, default_value_t = 500)]
+    pub k8s_list_limit: i64,
+    /// Informer watches open during the Kubernetes mix.
+    #[arg(long, default_value_t = 4)]
+    pub k8s_informers: usize,
+    /// Workloads to run, in order (default: all): put, range-l, range-s,
+    /// txn-put, txn-mixed, watch, watch-latency, lease-keepalive, k8s.
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
     /// Also write the full report (every sample) as JSON to this file ("-"
@@ -74,6 +114,16 @@ pub struct CompareArgs {
     /// The etcd server binary (default: `etcd` on PATH).
     #[arg(long)]
     pub etcd: Option<PathBuf>,
+    /// Also sweep client counts and draw throughput and p99 against them,
+    /// for both systems, as an SVG at this path.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Client counts of the sweep behind --plot.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+    pub sweep_clients: Vec<usize>,
+    /// Workloads of the sweep behind --plot.
+    #[arg(long, value_delimiter = ',', default_value = "put,range-l")]
+    pub sweep_workloads: Vec<Workload>,
     /// The keelson binary whose `server` runs the Keelson members (default:
     /// this one), e.g. to compare another build.
     #[arg(long)]
@@ -93,12 +143,16 @@ fn parse_members(s: &str) -> Result<usize, String> {
 pub struct Plan {
     pub members: usize,
     pub repeats: usize,
-    pub load: LoadConfig,
+    pub settings: Settings,
     pub workloads: Vec<Workload>,
     pub data_dir: PathBuf,
     pub bins: Binaries,
     /// Health wait per cluster start.
     pub start_timeout: Duration,
+    /// Where to draw the sweep, if anywhere.
+    pub plot: Option<PathBuf>,
+    pub sweep_clients: Vec<usize>,
+    pub sweep_workloads: Vec<Workload>,
 }
 
 impl CompareArgs {
@@ -119,23 +173,47 @@ impl CompareArgs {
         }
         let workloads =
             if self.workloads.is_empty() { Workload::DEFAULT.to_vec() } else { self.workloads.clone() };
-        Ok(Plan {
-            members: self.members,
-            repeats: self.repeats.unwrap_or(if self.quick { 1 } else { 3 }).max(1),
+        let quick = |q: u64, full: u64| if self.quick { q } else { full };
+        let settings = Settings {
             load: LoadConfig {
                 clients: self.clients,
                 conns: self.conns,
-                total: self.total.unwrap_or(if self.quick { 1_000 } else { 20_000 }),
+                total: self.total.unwrap_or(quick(1_000, 50_000)),
                 key_size: self.key_size,
                 val_size: self.val_size,
-                key_space_size: self.key_space_size.unwrap_or(if self.quick { 1_000 } else { 10_000 }),
+                key_space_size: self.key_space_size.unwrap_or(quick(1_000, 10_000)),
                 sequential_keys: self.sequential_keys,
                 rate: self.rate,
             },
+            txn: TxnConfig { txn_ops: self.txn_ops.max(1), rw_ratio: self.rw_ratio },
+            watch: WatchConfig {
+                streams: self.streams.unwrap_or(quick(2, 10) as usize).max(1),
+                watch_per_stream: self.watch_per_stream.unwrap_or(quick(5, 10) as usize).max(1),
+                put_total: self.put_total.unwrap_or(quick(100, 5_000)),
+                put_rate: self.put_rate.max(1),
+                latency_put_total: self
+                    .latency_put_total
+                    .unwrap_or(if self.quick { self.put_rate / 2 } else { self.put_rate * 5 })
+                    .max(1),
+            },
+            k8s: K8sConfig {
+                objects: self.k8s_objects.unwrap_or(quick(100, 1_000)).max(1),
+                object_size: self.k8s_object_size,
+                list_limit: self.k8s_list_limit.max(1),
+                informers: self.k8s_informers,
+            },
+        };
+        Ok(Plan {
+            members: self.members,
+            repeats: self.repeats.unwrap_or(quick(1, 3) as usize).max(1),
+            settings,
             workloads,
             data_dir,
             bins: Binaries { etcd, keelson },
             start_timeout: Duration::from_secs(30),
+            plot: self.plot.clone(),
+            sweep_clients: self.sweep_clients.clone(),
+            sweep_workloads: self.sweep_workloads.clone(),
         })
     }
 }
@@ -157,6 +235,9 @@ pub struct Figures {
     pub elapsed_s: f64,
     /// CPU seconds the server processes used during the phase (all members).
     pub server_cpu_s: f64,
+    /// Server CPU microseconds per successful operation: the figure least
+    /// bent by the client sharing the machine.
+    pub server_cpu_us_per_op: f64,
     /// Peak resident memory of the server processes during the phase, in
     /// MiB (summed over members).
     pub server_peak_rss_mib: f64,
@@ -199,6 +280,7 @@ impl Figures {
             errors: samples.iter().map(|s| s.errors).sum(),
             elapsed_s: med(|s| s.elapsed_s),
             server_cpu_s: med(|s| s.server_cpu_s),
+            server_cpu_us_per_op: med(|s| s.server_cpu_us_per_op),
             server_peak_rss_mib: med(|s| s.server_peak_rss_mib),
             client_cpu_s: med(|s| s.client_cpu_s),
         }
@@ -215,6 +297,7 @@ pub struct Ratio {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub server_cpu_s: f64,
+    pub server_cpu_us_per_op: f64,
     pub server_peak_rss_mib: f64,
 }
 
@@ -229,6 +312,7 @@ impl Ratio {
             p999_ms: r(k.p999_ms, e.p999_ms),
             max_ms: r(k.max_ms, e.max_ms),
             server_cpu_s: r(k.server_cpu_s, e.server_cpu_s),
+            server_cpu_us_per_op: r(k.server_cpu_us_per_op, e.server_cpu_us_per_op),
             server_peak_rss_mib: r(k.server_peak_rss_mib, e.server_peak_rss_mib),
         }
     }
@@ -331,12 +415,15 @@ fn fs_type(dir: &Path) -> String {
 pub struct Report {
     pub members: usize,
     pub repeats: usize,
-    pub load: LoadConfig,
+    pub settings: Settings,
     pub etcd_version: String,
     pub keelson_version: String,
     pub machine: Machine,
     pub wall_s: f64,
     pub results: Vec<WorkloadResult>,
+    /// The client-count sweep behind the plot (empty without --plot).
+    pub sweep: Vec<crate::sweep::SweepPoint>,
+    pub plot: Option<PathBuf>,
     pub notes: Vec<String>,
 }
 
@@ -368,7 +455,7 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
     }
     let etcd_version = plan.bins.etcd_version();
     let keelson_version = env!("CARGO_PKG_VERSION").to_string();
-    let cfg = &plan.load;
+    let cfg = &plan.settings.load;
 
     let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let phases_per_cluster = plan.workloads.len() as u64;
@@ -378,46 +465,50 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
             .expect("valid template"),
     );
     overall.set_prefix("compare");
-    let say = |line: String| mp.suspend(|| eprintln!("{line}"));
-    say(format!(
-        "bench compare: {} member(s) each, {} clients over {} conns, {}-byte values, {} ops per phase, \
+    say(
+        &mp,
+        format!(
+            "bench compare: {} member(s) each, {} clients over {} conns, {}-byte values, {} ops per phase, \
          {} repeat(s), etcd {etcd_version} vs keelson {keelson_version}; {} cpus, load {} at start",
-        plan.members,
-        cfg.clients,
-        cfg.conns,
-        cfg.val_size,
-        cfg.total,
-        plan.repeats,
-        machine.cpus,
-        machine.loadavg_at_start
-    ));
+            plan.members,
+            cfg.clients,
+            cfg.conns,
+            cfg.val_size,
+            cfg.total,
+            plan.repeats,
+            machine.cpus,
+            machine.loadavg_at_start
+        ),
+    );
 
     let mut samples: HashMap<(System, Workload), Vec<Figures>> = HashMap::new();
     let mut first_errors: HashMap<(System, Workload), String> = HashMap::new();
     let mut unsupported: Option<String> = None;
-    let mut peak_is_lifetime = false;
     for rep in 0..plan.repeats {
         for system in [System::Etcd, System::Keelson] {
             if system == System::Keelson && unsupported.is_some() {
                 overall.inc(phases_per_cluster);
                 continue;
             }
-            say(format!(
-                "{} repeat {}/{}: starting {} member(s)",
-                system.name(),
-                rep + 1,
-                plan.repeats,
-                plan.members
-            ));
+            say(
+                &mp,
+                format!(
+                    "{} repeat {}/{}: starting {} member(s)",
+                    system.name(),
+                    rep + 1,
+                    plan.repeats,
+                    plan.members
+                ),
+            );
             let mut cluster =
                 match Cluster::start(system, &plan.bins, plan.members, &plan.data_dir, plan.start_timeout)
                     .await
                 {
                     Ok(c) => c,
-                    Err(e) if system == System::Keelson && plan.members > 1 => {
+                    Err(e) if system == System::Keelson && format!("{e:#}").contains("not supported") => {
                         let reason =
-                            format!("{}-member Keelson not supported yet ({})", plan.members, last_line(&e));
-                        say(format!("keelson: {reason}"));
+                            format!("{}-member Keelson not supported yet ({})", plan.members, why(&e));
+                        say(&mp, format!("keelson: {reason}"));
                         unsupported = Some(reason);
                         overall.inc(phases_per_cluster);
                         continue;
@@ -425,48 +516,23 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
                     Err(e) => return Err(e),
                 };
             let conns = Conns::connect(&cluster.endpoints(), cfg.conns).await?;
-            let target = Target { conns: &conns, cfg, keys: KeySpace::new(cfg.key_space_size) };
+            let mut target = Target::new(&conns, &plan.settings);
             for &w in &plan.workloads {
-                if w.reads_keys() {
-                    let bar = phase_bar(&mp, format!("{} fill", system.name()));
-                    let out = workload::fill(&target, &bar).await?;
-                    bar.finish_and_clear();
-                    if out.errors > 0 {
-                        bail!(
-                            "{}: filling the key space failed {} times: {}",
-                            system.name(),
-                            out.errors,
-                            out.first_error.unwrap_or_default()
-                        );
-                    }
-                }
-                let bar = phase_bar(&mp, format!("{} {}", system.name(), w.label()));
-                let pids = cluster.pids();
-                for &pid in &pids {
-                    peak_is_lifetime |= !procstat::reset_peak_rss(pid);
-                }
-                let cpu0 = cpu_of(&pids);
-                let client0 = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
-                let out = workload::run(w, &target, &bar).await?;
-                bar.finish_and_clear();
-                cluster.check_running()?;
-                let mut fig = Figures::from_outcome(&out);
-                fig.server_cpu_s = cpu_of(&pids) - cpu0;
-                fig.client_cpu_s = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
-                fig.server_peak_rss_mib =
-                    pids.iter().filter_map(|&p| procstat::peak_rss_bytes(p).ok()).sum::<u64>() as f64
-                        / 1048576.0;
-                say(format!(
-                    "  {:<8} {:<10} {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  server cpu {:.2} s",
-                    system.name(),
-                    w.label(),
-                    fig.ops_per_s,
-                    fig.p50_ms,
-                    fig.p99_ms,
-                    fig.errors,
-                    fig.server_cpu_s
-                ));
-                if let Some(e) = out.first_error {
+                let (fig, first_error) = measure(&mut cluster, w, &mut target, &mp).await?;
+                say(
+                    &mp,
+                    format!(
+                        "  {:<8} {:<10} {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  server cpu {:.2} s",
+                        system.name(),
+                        w.label(),
+                        fig.ops_per_s,
+                        fig.p50_ms,
+                        fig.p99_ms,
+                        fig.errors,
+                        fig.server_cpu_s
+                    ),
+                );
+                if let Some(e) = first_error {
                     first_errors.entry((system, w)).or_insert(e);
                 }
                 samples.entry((system, w)).or_default().push(fig);
@@ -477,7 +543,21 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
         }
     }
     overall.finish_and_clear();
-    if peak_is_lifetime {
+    let mut sweep = Vec::new();
+    if let Some(path) = &plan.plot {
+        let mut systems = vec![System::Etcd];
+        if unsupported.is_none() {
+            systems.push(System::Keelson);
+        }
+        sweep = crate::sweep::run(plan, &systems, &plan.sweep_clients, &plan.sweep_workloads, &mp).await?;
+        let title = format!(
+            "etcd {etcd_version} vs keelson {keelson_version}: {} member(s), {}-byte values, {} cpus",
+            plan.members, cfg.val_size, machine.cpus
+        );
+        crate::plot::draw(&sweep, &title, path)?;
+        say(&mp, format!("plot written to {}", path.display()));
+    }
+    if PEAK_RESET_REFUSED.load(Ordering::Relaxed) {
         notes.push("the kernel refused to reset peak RSS: peaks cover each server's whole life".into());
     }
     let result_of = |system: System, w: Workload| -> SystemResult {
@@ -509,14 +589,68 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
     Ok(Report {
         members: plan.members,
         repeats: plan.repeats,
-        load: cfg.clone(),
+        settings: plan.settings.clone(),
         etcd_version,
         keelson_version,
         machine,
         wall_s: started.elapsed().as_secs_f64(),
         results,
+        sweep,
+        plot: plan.plot.clone(),
         notes,
     })
+}
+
+/// Set when the kernel refuses to reset a server's peak RSS.
+static PEAK_RESET_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line above the progress bars.
+pub(crate) fn say(mp: &MultiProgress, line: String) {
+    mp.suspend(|| eprintln!("{line}"));
+}
+
+/// Prepares `w` (untimed), then runs one measured phase of it against
+/// `cluster`, with the servers' CPU and peak memory over the phase. Returns
+/// the figures and the first error seen.
+pub(crate) async fn measure(
+    cluster: &mut Cluster,
+    w: Workload,
+    target: &mut Target<'_>,
+    mp: &MultiProgress,
+) -> anyhow::Result<(Figures, Option<String>)> {
+    let system = cluster.system().name();
+    let bar = phase_bar(mp, format!("{system} prepare"));
+    let prepared = workload::prepare(w, target, &bar).await?;
+    bar.finish_and_clear();
+    if let Some(out) = prepared
+        && out.errors > 0
+    {
+        bail!(
+            "{system}: preparing {} failed {} times: {}",
+            w.label(),
+            out.errors,
+            out.first_error.unwrap_or_default()
+        );
+    }
+    let bar = phase_bar(mp, format!("{system} {}", w.label()));
+    let pids = cluster.pids();
+    for &pid in &pids {
+        if !procstat::reset_peak_rss(pid) {
+            PEAK_RESET_REFUSED.store(true, Ordering::Relaxed);
+        }
+    }
+    let cpu0 = cpu_of(&pids);
+    let client0 = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let out = workload::run(w, target, &bar).await?;
+    bar.finish_and_clear();
+    cluster.check_running()?;
+    let mut fig = Figures::from_outcome(&out);
+    fig.server_cpu_s = cpu_of(&pids) - cpu0;
+    fig.server_cpu_us_per_op = if fig.ok > 0 { fig.server_cpu_s * 1e6 / fig.ok as f64 } else { 0.0 };
+    fig.client_cpu_s = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
+    fig.server_peak_rss_mib =
+        pids.iter().filter_map(|&p| procstat::peak_rss_bytes(p).ok()).sum::<u64>() as f64 / 1048576.0;
+    Ok((fig, out.first_error))
 }
 
 fn phase_bar(mp: &MultiProgress, prefix: String) -> ProgressBar {
@@ -533,9 +667,16 @@ fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|&p| procstat::cpu_seconds(p).ok()).sum()
 }
 
-fn last_line(e: &anyhow::Error) -> String {
+/// The line of a failed start that says why: the server's own `Error:`
+/// line if its log has one, else the last line.
+fn why(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Error:"))
+        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or_default();
+    line.trim().to_string()
 }
 
 impl Report {
@@ -547,12 +688,12 @@ impl Report {
              {} ops/phase, key space {}, medians of {} repeat(s)\n\
              etcd {} vs keelson {}; {} cpus ({}), {:.0} GiB, data on {} ({}), load {} at start, wall {:.0} s\n\n",
             self.members,
-            self.load.clients,
-            self.load.conns,
-            self.load.val_size,
-            self.load.key_size,
-            self.load.total,
-            self.load.key_space_size,
+            self.settings.load.clients,
+            self.settings.load.conns,
+            self.settings.load.val_size,
+            self.settings.load.key_size,
+            self.settings.load.total,
+            self.settings.load.key_space_size,
             self.repeats,
             self.etcd_version,
             self.keelson_version,
@@ -565,7 +706,7 @@ impl Report {
             self.wall_s,
         );
         out.push_str(&format!(
-            "{:<10} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>8}\n",
+            "{:<10} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}\n",
             "workload",
             "system",
             "ops/s",
@@ -575,7 +716,7 @@ impl Report {
             "p999 ms",
             "max ms",
             "errors",
-            "cpu s",
+            "cpu us/op",
             "RSS MiB"
         ));
         for r in &self.results {
@@ -583,7 +724,7 @@ impl Report {
                 let label = if name == "etcd" { r.workload_label() } else { "" };
                 match res {
                     SystemResult::Measured { median: f, .. } => out.push_str(&format!(
-                        "{:<10} {:<8} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>7.2} {:>8.1}\n",
+                        "{:<10} {:<8} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.1}\n",
                         label,
                         name,
                         f.ops_per_s,
@@ -593,7 +734,7 @@ impl Report {
                         f.p999_ms,
                         f.max_ms,
                         f.errors,
-                        f.server_cpu_s,
+                        f.server_cpu_us_per_op,
                         f.server_peak_rss_mib
                     )),
                     SystemResult::NotSupported { reason } => {
@@ -604,7 +745,7 @@ impl Report {
             if let Some(x) = &r.ratio {
                 let f = |v: f64| if v.is_finite() { format!("{v:.2}x") } else { "-".into() };
                 out.push_str(&format!(
-                    "{:<10} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>8}\n",
+                    "{:<10} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8}\n",
                     "",
                     "ratio",
                     f(x.ops_per_s),
@@ -614,11 +755,18 @@ impl Report {
                     f(x.p999_ms),
                     f(x.max_ms),
                     "",
-                    f(x.server_cpu_s),
+                    f(x.server_cpu_us_per_op),
                     f(x.server_peak_rss_mib)
                 ));
             }
         }
+        out.push_str(
+            "\nratio = keelson / etcd (ops/s: higher is better; latency, cpu and RSS: lower is better).\n\
+             ops: requests (put, range), Txns (txn-*), events delivered to all watchers (watch, watch-lat: \
+             latency from put sent to event received), keep-alive round trips (lease-ka), API operations (k8s).\n\
+             cpu us/op: server CPU per operation; RSS MiB: servers' peak resident memory during the phase; \
+             errors: summed over repeats, every other figure is a median.\n",
+        );
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
@@ -646,6 +794,15 @@ mod tests {
         assert_eq!(m.ops_per_s, 20.0);
         assert_eq!(m.p99_ms, 5.0);
         assert_eq!(m.errors, 3);
+    }
+
+    #[test]
+    fn a_failed_start_is_explained_by_the_servers_error_line() {
+        let e = anyhow::anyhow!(
+            "keelson member m1 exited (exit status: 1); end of its log:\nError: no\n\nStack backtrace:\n  0: x"
+        );
+        assert_eq!(why(&e), "no");
+        assert_eq!(why(&anyhow::anyhow!("a\nb\n")), "b");
     }
 
     #[test]
@@ -691,24 +848,33 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quick_compare_with_real_etcd_and_keelson_processes() {
         let base = tempfile::tempdir().unwrap();
-        let args = CompareArgs {
-            members: 1,
-            quick: true,
-            repeats: None,
-            clients: 8,
-            conns: 2,
-            total: Some(300),
-            key_size: 8,
-            val_size: 256,
-            key_space_size: Some(200),
-            sequential_keys: false,
-            rate: 0,
-            workloads: vec![],
-            json: None,
-            data_dir: Some(base.path().to_path_buf()),
-            etcd: None,
-            keelson: None,
-        };
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let dir = base.path().display().to_string();
+        let argv = [
+            "compare",
+            "--quick",
+            "--clients",
+            "8",
+            "--conns",
+            "2",
+            "--total",
+            "300",
+            "--key-space-size",
+            "200",
+            "--put-total",
+            "20",
+            "--latency-put-total",
+            "20",
+            "--k8s-objects",
+            "50",
+            "--data-dir",
+            &dir,
+        ];
+        let args = <Wrap as clap::Parser>::parse_from(argv).args;
         let plan = args.plan(keelson_bin()).unwrap();
         let report = run(&plan).await.unwrap();
         assert_eq!(report.results.len(), Workload::DEFAULT.len());
@@ -718,7 +884,12 @@ mod tests {
                     panic!("{:?} not measured: {res:?}", r.workload);
                 };
                 assert_eq!(samples.len(), 1);
-                assert_eq!((median.ok, median.errors), (300, 0), "{:?}: {first_error:?}", r.workload);
+                let ops = match r.workload {
+                    // Events: puts times watchers (2 streams of 5 with --quick).
+                    Workload::Watch | Workload::WatchLatency => 20 * 10,
+                    _ => 300,
+                };
+                assert_eq!((median.ok, median.errors), (ops, 0), "{:?}: {first_error:?}", r.workload);
                 assert!(median.p50_ms > 0.0 && median.max_ms >= median.p99_ms);
             }
             assert!(r.ratio.is_some());
@@ -726,6 +897,36 @@ mod tests {
         let table = report.table();
         assert!(table.contains("range l") && table.contains("ratio"), "{table}");
         serde_json::to_string(&report).unwrap();
+        assert!(leftovers(base.path()).is_empty(), "left behind: {:?}", leftovers(base.path()));
+    }
+
+    /// `--members 3`: a real 3-member etcd is measured; Keelson is measured
+    /// too once it runs 3 members, and until then gets a "not supported
+    /// yet" row rather than failing the run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_members_run_etcd_and_explain_keelson() {
+        let base = tempfile::tempdir().unwrap();
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let dir = base.path().display().to_string();
+        let argv = ["compare", "--quick", "--members", "3", "--total", "200", "--workloads", "put,range-l"];
+        let args = <Wrap as clap::Parser>::parse_from(argv.iter().copied().chain(["--data-dir", &dir])).args;
+        let report = run(&args.plan(keelson_bin()).unwrap()).await.unwrap();
+        for r in &report.results {
+            let SystemResult::Measured { median, first_error, .. } = &r.etcd else {
+                panic!("etcd not measured")
+            };
+            assert_eq!((median.ok, median.errors), (200, 0), "{first_error:?}");
+            match &r.keelson {
+                SystemResult::NotSupported { reason } => {
+                    assert!(reason.contains("not supported yet"), "{reason}")
+                }
+                SystemResult::Measured { median, .. } => assert_eq!(median.errors, 0),
+            }
+        }
         assert!(leftovers(base.path()).is_empty(), "left behind: {:?}", leftovers(base.path()));
     }
 

@@ -9,12 +9,18 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod k8s;
 pub mod kv;
+pub mod lease;
 pub mod load;
 pub mod mvcc;
+pub mod plot;
 pub mod procstat;
 pub mod report;
 pub mod storage;
+pub mod sweep;
+pub mod txn;
 pub mod wal;
 pub mod watch;
+pub mod watch_load;
 pub mod workload;

@@ -6,8 +6,8 @@
 //! It speaks only the public etcd v3 API through the `etcd-client` crate, so
 //! both systems see exactly the same requests.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -136,6 +136,38 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+/// Hands out operation indexes 0..total to concurrent clients, pacing them
+/// to `rate` per second when it is not 0.
+pub struct Tickets {
+    next: AtomicU64,
+    total: u64,
+    rate: u64,
+    start: Instant,
+}
+
+impl Tickets {
+    pub fn new(total: u64, rate: u64) -> Arc<Tickets> {
+        Arc::new(Tickets { next: AtomicU64::new(0), total, rate, start: Instant::now() })
+    }
+
+    /// The next operation's index, once it is due; None when all are taken.
+    pub async fn take(&self) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= self.total {
+            return None;
+        }
+        if self.rate > 0 {
+            tokio::time::sleep_until(self.start + Duration::from_secs_f64(i as f64 / self.rate as f64)).await;
+        }
+        Some(i)
+    }
+
+    /// Time since the first ticket could be taken.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
 /// Runs `total` operations from `clients` concurrent clients sharing
 /// `conns` round-robin, at most `rate` per second (0: unlimited), and
 /// advances `progress` as they finish.
@@ -147,42 +179,61 @@ pub async fn drive(
     progress: &ProgressBar,
     op: OpFn,
 ) -> anyhow::Result<Outcome> {
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
+    let tickets = Tickets::new(total, rate);
     // A JoinSet aborts its tasks when dropped: an interrupted run stops its
     // clients too.
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients.max(1) {
         let client = conns.for_client(c);
-        let next = next.clone();
+        let tickets = tickets.clone();
         let op = op.clone();
         let progress = progress.clone();
         tasks.spawn(async move {
             let mut out = Outcome::empty();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                if rate > 0 {
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate as f64)).await;
-                }
+            while let Some(i) = tickets.take().await {
                 let t0 = Instant::now();
                 match op(client.clone(), i).await {
                     Ok(()) => out.record(t0.elapsed()),
                     Err(e) => out.record_error(e),
                 }
-                out.elapsed = start.elapsed();
+                out.elapsed = tickets.elapsed();
                 progress.inc(1);
             }
             out
         });
     }
+    join_all(tasks).await
+}
+
+/// Waits for every client task and merges their outcomes.
+pub async fn join_all(mut tasks: tokio::task::JoinSet<Outcome>) -> anyhow::Result<Outcome> {
     let mut all = Outcome::empty();
     while let Some(t) = tasks.join_next().await {
         all.merge(t.context("load client task")?);
     }
     Ok(all)
+}
+
+/// Nanoseconds since this process first asked: a clock shared by the
+/// writer that stamps a value and the watcher that receives it.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A value of `size` bytes (at least 16) starting with the current
+/// [`now_ns`] in hex, so a watcher can tell how long its event took.
+pub fn stamped_value(size: usize) -> Vec<u8> {
+    let mut v = format!("{:016x}", now_ns()).into_bytes();
+    v.extend((v.len()..size).map(|i| b'a' + (i % 26) as u8));
+    v
+}
+
+/// How long ago a [`stamped_value`] was made, if `value` is one.
+pub fn stamp_age(value: &[u8]) -> Option<Duration> {
+    let hex = std::str::from_utf8(value.get(..16)?).ok()?;
+    let ns = u64::from_str_radix(hex, 16).ok()?;
+    Some(Duration::from_nanos(now_ns().saturating_sub(ns)))
 }
 
 /// The key for index `i`: decimal, zero-padded to `size` bytes (longer if
@@ -206,6 +257,26 @@ mod tests {
         assert_eq!(key(42, 8), b"00000042");
         assert_eq!(key(123_456_789, 8), b"123456789");
         assert!(key(9, 8) < key(10, 8));
+    }
+
+    #[test]
+    fn stamped_values_tell_their_age() {
+        let v = stamped_value(256);
+        assert_eq!(v.len(), 256);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(stamp_age(&v).unwrap() >= Duration::from_millis(2));
+        assert_eq!(stamp_age(b"not a stamp at all"), None);
+        assert_eq!(stamped_value(4).len(), 16);
+    }
+
+    #[tokio::test]
+    async fn tickets_run_out_and_pace() {
+        let t = Tickets::new(3, 100);
+        let mut got = Vec::new();
+        while let Some(i) = t.take().await {
+            got.push(i);
+        }
+        assert_eq!(got, vec![0, 1, 2]);
     }
 
     #[test]
