@@ -10,7 +10,7 @@ use keelson_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use keelson_proto::etcdserverpb::request_op::Request as Op;
 use keelson_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RangeStreamResponse, RequestOp, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
 use keelson_proto::keelsonraftpb::internal_request::Request as Proposal;
 use prost::Message;
@@ -144,53 +144,33 @@ pub(crate) fn check_range(r: &RangeRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
-/// etcd's `checkPutRequest`.
+/// etcd's `checkPutRequest` (the store's own check, run before proposing).
 pub(crate) fn check_put(r: &PutRequest) -> Result<(), EtcdError> {
-    if r.key.is_empty() {
-        return Err(EtcdError::EmptyKey);
-    }
-    if r.ignore_value && !r.value.is_empty() {
-        return Err(EtcdError::ValueProvided);
-    }
-    if r.ignore_lease && r.lease != 0 {
-        return Err(EtcdError::LeaseProvided);
-    }
-    Ok(())
+    Ok(keelson_mvcc::txn_check::check_put(r)?)
 }
 
 /// etcd's `checkDeleteRequest`.
 pub(crate) fn check_delete(r: &DeleteRangeRequest) -> Result<(), EtcdError> {
-    if r.key.is_empty() {
-        return Err(EtcdError::EmptyKey);
-    }
-    Ok(())
+    Ok(keelson_mvcc::txn_check::check_delete(r)?)
 }
 
-/// etcd's `checkTxnRequest`: compares and each branch hold at most
-/// `max_ops` operations; nested Txns count against what is left; every key
-/// is given. Duplicate writes in a branch are refused at apply.
+/// etcd's `checkTxnRequest` and `checkIntervals`: operation limits, keys,
+/// duplicate writes in a branch (the store's check), and every Range's sort
+/// options.
 pub(crate) fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
-    let ops = r.compare.len().max(r.success.len()).max(r.failure.len());
-    if ops > max_ops {
-        return Err(EtcdError::TooManyOps);
-    }
-    if r.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(EtcdError::EmptyKey);
-    }
-    for op in r.success.iter().chain(&r.failure) {
-        check_op(op, max_ops - ops)?;
-    }
-    Ok(())
+    keelson_mvcc::txn_check::check_txn(r, max_ops)?;
+    check_txn_ranges(r)
 }
 
-fn check_op(op: &RequestOp, max_ops: usize) -> Result<(), EtcdError> {
-    match &op.request {
-        Some(Op::RequestRange(r)) => check_range(r),
-        Some(Op::RequestPut(r)) => check_put(r),
-        Some(Op::RequestDeleteRange(r)) => check_delete(r),
-        Some(Op::RequestTxn(r)) => check_txn(r, max_ops),
-        None => Ok(()),
+fn check_txn_ranges(r: &TxnRequest) -> Result<(), EtcdError> {
+    for op in r.success.iter().chain(&r.failure) {
+        match &op.request {
+            Some(Op::RequestRange(rr)) => check_range(rr)?,
+            Some(Op::RequestTxn(t)) => check_txn_ranges(t)?,
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Whether every operation of the Txn, nested ones included, is a Range.
@@ -243,7 +223,7 @@ fn split_range(resp: RangeResponse, chunk_bytes: usize) -> Vec<RangeStreamRespon
 mod tests {
     use bytes::Bytes;
     use keelson_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-    use keelson_proto::etcdserverpb::{Compare, ResponseHeader};
+    use keelson_proto::etcdserverpb::{Compare, RequestOp, ResponseHeader};
     use keelson_proto::mvccpb::KeyValue;
     use tonic::Code;
 

@@ -17,7 +17,7 @@ mod key_index;
 mod range;
 mod revision;
 mod store;
-mod txn_check;
+pub mod txn_check;
 mod write;
 
 pub use error::{MvccError, Result};

@@ -1,6 +1,7 @@
 //! Request checks that need no data, as etcd's API layer makes them: empty
 //! keys, flag conflicts, the Txn operation limit and the rule that a Txn
-//! branch changes a key at most once (etcd `checkIntervals`).
+//! branch changes a key at most once (etcd `checkIntervals`). The gRPC layer
+//! runs them before proposing; the store runs them again when applying.
 
 use std::collections::HashSet;
 
@@ -14,11 +15,11 @@ use crate::error::{MvccError, Result};
 /// (etcd's `kvOverhead`).
 const KV_OVERHEAD: u64 = 256;
 
-pub(crate) fn put_cost(req: &PutRequest) -> u64 {
+pub fn put_cost(req: &PutRequest) -> u64 {
     KV_OVERHEAD + req.key.len() as u64 + req.value.len() as u64
 }
 
-pub(crate) fn check_put(req: &PutRequest) -> Result<()> {
+pub fn check_put(req: &PutRequest) -> Result<()> {
     if req.key.is_empty() {
         return Err(MvccError::EmptyKey);
     }
@@ -31,7 +32,7 @@ pub(crate) fn check_put(req: &PutRequest) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_delete(req: &DeleteRangeRequest) -> Result<()> {
+pub fn check_delete(req: &DeleteRangeRequest) -> Result<()> {
     if req.key.is_empty() {
         return Err(MvccError::EmptyKey);
     }
@@ -41,7 +42,7 @@ pub(crate) fn check_delete(req: &DeleteRangeRequest) -> Result<()> {
 /// Checks a Txn before anything runs: operation counts (compares and each
 /// branch at most `max_ops`, nested Txns within what is left), keys, and
 /// duplicate writes in each branch.
-pub(crate) fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<()> {
+pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<()> {
     let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
     if ops > max_ops {
         return Err(MvccError::TooManyOps);

@@ -1,10 +1,9 @@
 //! The real etcdctl (Debian's etcd-client, API v3) against a single member.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keelson_tests::{Server, etcdctl, etcdctl_ok, http_get};
+use keelson_tests::{Server, etcdctl, etcdctl_ok, etcdctl_stdin, http_get};
 
 #[test]
 fn kv_txn_compaction_and_errors_via_etcdctl() {
@@ -22,21 +21,8 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
     assert!(json.contains("\"revision\":4"), "{json}");
 
     // A transaction read from stdin, as `etcdctl txn` takes it.
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={ep}"))
-        .args(["txn", "--interactive=false"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"value(\"foo\") = \"baz\"\n\nput txnkey yes\n\nput txnkey no\n\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let txn = |script: &[u8]| etcdctl_stdin(&ep, &["txn", "--interactive=false"], script);
+    let out = txn(b"value(\"foo\") = \"baz\"\n\nput txnkey yes\n\nput txnkey no\n\n");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("SUCCESS"), "{text}");
     assert_eq!(etcdctl_ok(&ep, &["get", "txnkey", "--print-value-only"]), "yes\n");
@@ -57,36 +43,12 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
     assert_eq!(etcdctl_ok(&ep, &["del", "s/", "--prefix", "--prev-kv"]), "3\ns/a\n3\ns/b\n1\ns/c\n2\n");
 
     // The failure branch of a transaction.
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={ep}"))
-        .args(["txn", "--interactive=false"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"value(\"foo\") = \"nope\"\n\nput txnkey yes\n\nput txnkey no\n\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = txn(b"value(\"foo\") = \"nope\"\n\nput txnkey yes\n\nput txnkey no\n\n");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILURE"));
     assert_eq!(etcdctl_ok(&ep, &["get", "txnkey", "--print-value-only"]), "no\n");
 
     // A 1.7 MB put is refused with etcd's message (value from stdin).
-    let mut big = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={ep}"))
-        .args(["put", "big"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    big.stdin.take().unwrap().write_all(&vec![b'x'; 1_700_000]).unwrap();
-    let out = big.wait_with_output().unwrap();
+    let out = etcdctl_stdin(&ep, &["put", "big"], &vec![b'x'; 1_700_000]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcdserver: request is too large"), "{err}");

@@ -172,6 +172,24 @@ pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
         .expect("run etcdctl (install Debian's etcd-client)")
 }
 
+/// Runs the real `etcdctl` with `input` on its standard input (a `txn`
+/// script, a value too large for the command line).
+pub fn etcdctl_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl (install Debian's etcd-client)");
+    child.stdin.take().expect("piped stdin").write_all(input).expect("write etcdctl stdin");
+    child.wait_with_output().expect("wait for etcdctl")
+}
+
 /// etcdctl's stdout, failing with its stderr if it failed.
 pub fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {
     let out = etcdctl(endpoint, args);
