@@ -45,7 +45,8 @@ pub struct CompareArgs {
     /// gRPC connections, shared by the clients round-robin.
     #[arg(long, default_value_t = 8)]
     pub conns: usize,
-    /// Operations per measured phase. Default 50000 (1000 with --quick).
+    /// Operations per measured phase (but k8s: --k8s-total). Default 30000
+    /// (1000 with --quick).
     #[arg(long)]
     pub total: Option<u64>,
     /// Key size in bytes.
@@ -87,6 +88,10 @@ pub struct CompareArgs {
     /// (half a second's with --quick).
     #[arg(long)]
     pub latency_put_total: Option<u64>,
+    /// Operations of the Kubernetes mix per phase. Default 10000 (the
+    /// --total with --quick).
+    #[arg(long)]
+    pub k8s_total: Option<u64>,
     /// Objects in the Kubernetes mix. Default 1000 (100 with --quick).
     #[arg(long)]
     pub k8s_objects: Option<u64>,
@@ -178,7 +183,7 @@ impl CompareArgs {
             load: LoadConfig {
                 clients: self.clients,
                 conns: self.conns,
-                total: self.total.unwrap_or(quick(1_000, 50_000)),
+                total: self.total.unwrap_or(quick(1_000, 30_000)),
                 key_size: self.key_size,
                 val_size: self.val_size,
                 key_space_size: self.key_space_size.unwrap_or(quick(1_000, 10_000)),
@@ -197,6 +202,11 @@ impl CompareArgs {
                     .max(1),
             },
             k8s: K8sConfig {
+                total: self.k8s_total.unwrap_or(if self.quick {
+                    self.total.unwrap_or(1_000)
+                } else {
+                    10_000
+                }),
                 objects: self.k8s_objects.unwrap_or(quick(100, 1_000)).max(1),
                 object_size: self.k8s_object_size,
                 list_limit: self.k8s_list_limit.max(1),
@@ -737,8 +747,8 @@ impl Report {
                         f.server_cpu_us_per_op,
                         f.server_peak_rss_mib
                     )),
-                    SystemResult::NotSupported { reason } => {
-                        out.push_str(&format!("{label:<10} {name:<8} {reason}\n"))
+                    SystemResult::NotSupported { .. } => {
+                        out.push_str(&format!("{label:<10} {name:<8} not supported yet (see the note below)\n"))
                     }
                 }
             }
@@ -767,6 +777,13 @@ impl Report {
              cpu us/op: server CPU per operation; RSS MiB: servers' peak resident memory during the phase; \
              errors: summed over repeats, every other figure is a median.\n",
         );
+        let unsupported = self.results.iter().find_map(|r| match &r.keelson {
+            SystemResult::NotSupported { reason } => Some(reason),
+            SystemResult::Measured { .. } => None,
+        });
+        if let Some(reason) = unsupported {
+            out.push_str(&format!("note: keelson: {reason}\n"));
+        }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }

@@ -29,6 +29,8 @@ const PREFIX: &str = "/registry/pods/bench/";
 /// The mix's own flags.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct K8sConfig {
+    /// Operations per phase (`--k8s-total`).
+    pub total: u64,
     /// Objects created before the phase (`--k8s-objects`).
     pub objects: u64,
     /// Bytes per object (`--k8s-object-size`): a small pod's JSON.
@@ -59,14 +61,14 @@ pub async fn prepare(
     load::drive(conns, cfg.clients, k.objects, 0, progress, op).await
 }
 
-/// Runs the mix for `cfg.total` operations with informers watching.
+/// Runs the mix for `k.total` operations with informers watching.
 pub async fn run(
     conns: &Conns,
     cfg: &LoadConfig,
     k: &K8sConfig,
     progress: &ProgressBar,
 ) -> anyhow::Result<Outcome> {
-    progress.set_length(cfg.total);
+    progress.set_length(k.total);
     let mut informers = tokio::task::JoinSet::new();
     for s in 0..k.informers {
         let mut ws = conns
@@ -76,6 +78,7 @@ pub async fn run(
             .await?;
         informers.spawn(async move { while let Ok(Some(_)) = ws.message().await {} });
     }
+    let total = k.total;
     let k = Arc::new(k.clone());
     let op: OpFn = Arc::new(move |client, i| {
         let k = k.clone();
@@ -94,7 +97,7 @@ pub async fn run(
         }
         .boxed()
     });
-    let out = load::drive(conns, cfg.clients, cfg.total, cfg.rate, progress, op).await;
+    let out = load::drive(conns, cfg.clients, total, cfg.rate, progress, op).await;
     informers.abort_all();
     out
 }
