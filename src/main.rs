@@ -86,6 +86,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { suite: BenchSuite::Compare(args) } => {
             init_logging("warn");
+            if let (Some(from), Some(out)) = (&args.replot, &args.plot) {
+                return keelson_bench::plot::redraw(from, out);
+            }
             let plan = args.plan(std::env::current_exe().context("find this binary")?)?;
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;

@@ -126,6 +126,10 @@ pub struct CompareArgs {
     /// Client counts of the sweep behind --plot.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
     pub sweep_clients: Vec<usize>,
+    /// Only redraw --plot from this report (saved with --json from a run
+    /// with --plot), measuring nothing.
+    #[arg(long, requires = "plot")]
+    pub replot: Option<PathBuf>,
     /// Workloads of the sweep behind --plot.
     #[arg(long, value_delimiter = ',', default_value = "put,range-l")]
     pub sweep_workloads: Vec<Workload>,
@@ -229,7 +233,7 @@ impl CompareArgs {
 }
 
 /// The figures of one measured phase (or their medians).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Figures {
     /// Successful operations per second.
     pub ops_per_s: f64,

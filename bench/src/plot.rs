@@ -39,7 +39,10 @@ pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> anyhow::Result<(
             .x_label_area_size(40)
             .y_label_area_size(70)
             .caption(label, ("sans-serif", 18))
-            .build_cartesian_2d((0.8..max_clients * 1.25).log_scale(), (lo.max(0.01)..hi).log_scale())
+            .build_cartesian_2d(
+                (0.8..max_clients * 1.25).log_scale().with_key_points(client_points(max_clients)),
+                (lo.max(0.01)..hi).log_scale().with_key_points(nice_points(lo.max(0.01), hi)),
+            )
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -83,8 +86,60 @@ pub fn draw(points: &[SweepPoint], title: &str, path: &Path) -> anyhow::Result<(
     Ok(())
 }
 
+/// 1, 2, 5 × powers of ten between `lo` and `hi`: labels for a log axis.
+fn nice_points(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
+/// Powers of two up to `max`: the client counts a sweep uses.
+fn client_points(max: f64) -> Vec<f64> {
+    std::iter::successors(Some(1.0), |v| Some(v * 2.0)).take_while(|v| *v <= max * 1.25).collect()
+}
+
 const ETCD_COLORS: [RGBColor; 3] = [RGBColor(214, 39, 40), RGBColor(255, 127, 14), RGBColor(140, 86, 75)];
 const KEELSON_COLORS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(23, 190, 207)];
+
+/// Redraws the plot of a report saved with `--json` (its `sweep` and
+/// versions), so a figure can be restyled without measuring again.
+pub fn redraw(report_json: &Path, out: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        sweep: Vec<SweepPoint>,
+        etcd_version: String,
+        keelson_version: String,
+        members: usize,
+        settings: serde_json::Value,
+        machine: serde_json::Value,
+    }
+    let text =
+        std::fs::read_to_string(report_json).with_context(|| format!("read {}", report_json.display()))?;
+    let saved: Saved = serde_json::from_str(&text).context("parse the saved report")?;
+    anyhow::ensure!(
+        !saved.sweep.is_empty(),
+        "{} has no sweep: it was not run with --plot",
+        report_json.display()
+    );
+    let title = format!(
+        "etcd {} vs keelson {}: {} member(s), {}-byte values, {} cpus",
+        saved.etcd_version,
+        saved.keelson_version,
+        saved.members,
+        saved.settings["load"]["val_size"],
+        saved.machine["cpus"]
+    );
+    draw(&saved.sweep, &title, out)
+}
 
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("draw plot: {e}")
@@ -96,6 +151,12 @@ mod tests {
     use crate::cluster::System;
     use crate::compare::Figures;
     use crate::workload::Workload;
+
+    #[test]
+    fn log_axis_labels() {
+        assert_eq!(nice_points(1500.0, 30_000.0), vec![2000.0, 5000.0, 10_000.0, 20_000.0]);
+        assert_eq!(client_points(256.0).len(), 9);
+    }
 
     #[test]
     fn draws_an_svg() {
@@ -121,5 +182,16 @@ mod tests {
         draw(&points, "test", &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("keelson put") && svg.contains("etcd put"), "{svg}");
+
+        // The same from a saved report.
+        let saved = dir.path().join("report.json");
+        let report = serde_json::json!({
+            "sweep": points, "etcd_version": "3.4.23", "keelson_version": "0.1.0", "members": 1,
+            "settings": {"load": {"val_size": 256}}, "machine": {"cpus": 2},
+        });
+        std::fs::write(&saved, report.to_string()).unwrap();
+        let again = dir.path().join("again.svg");
+        redraw(&saved, &again).unwrap();
+        assert!(std::fs::read_to_string(&again).unwrap().contains("etcd 3.4.23 vs keelson 0.1.0"));
     }
 }

@@ -4,7 +4,7 @@
 //! sweep, are the figures to quote.
 
 use indicatif::MultiProgress;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, System};
 use crate::compare::{self, Figures, Plan};
@@ -12,7 +12,7 @@ use crate::load::Conns;
 use crate::workload::{Settings, Target, Workload};
 
 /// One point of the sweep.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub system: System,
     pub workload: Workload,

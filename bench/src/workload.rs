@@ -14,7 +14,7 @@ use crate::txn::{self, TxnConfig};
 use crate::watch_load::{self, WatchConfig};
 
 /// A workload, named as on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// `benchmark put`: single-key puts.
