@@ -472,7 +472,9 @@ fn check_identity(dir: &Path, expected: &Identity) -> Result<(), StartError> {
 
 /// Follows leadership: the leader's lessor runs countdowns.
 async fn leadership_loop(node: std::sync::Weak<Node>, extend: Duration) {
-    let Some(mut rx) = node.upgrade().map(|n| n.raft.metrics()) else { return };
+    // Server metrics change only with leadership or membership, not with
+    // every entry.
+    let Some(mut rx) = node.upgrade().map(|n| n.raft.server_metrics()) else { return };
     let mut leader = None;
     loop {
         let (is_leader, now_leader) = {
