@@ -48,6 +48,10 @@ enum BenchSuite {
     /// against each (alternating), and prints medians and Keelson/etcd
     /// ratios. Needs `etcd` on PATH (apt-get install etcd-server).
     Compare(Box<keelson_bench::compare::CompareArgs>),
+    /// The compare workloads against endpoints already serving (etcd,
+    /// Keelson or anything speaking etcd's v3 API), as etcd's benchmark
+    /// tool does. Prints a table, and JSON with --json.
+    Run(Box<keelson_bench::run::RunArgs>),
 }
 
 fn init_logging(default_level: &str) {
@@ -93,6 +97,17 @@ fn main() -> anyhow::Result<()> {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
             let report = rt.block_on(keelson_bench::compare::run(&plan))?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                write_json(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Command::Bench { suite: BenchSuite::Run(args) } => {
+            init_logging("warn");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            let report = rt.block_on(keelson_bench::run::run(&args))?;
             print!("{}", report.table());
             if let Some(path) = &args.json {
                 write_json(path, serde_json::to_string_pretty(&report)?)?;

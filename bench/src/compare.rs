@@ -18,12 +18,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cluster::{Binaries, Cluster, System};
-use crate::k8s::K8sConfig;
-use crate::load::{Conns, LoadConfig, Outcome};
+use crate::load::{Conns, Outcome};
 use crate::procstat;
-use crate::txn::TxnConfig;
-use crate::watch_load::WatchConfig;
-use crate::workload::{self, Settings, Target, Workload};
+use crate::workload::{self, LoadArgs, Settings, Target, Workload};
 
 /// The command line of `keelson bench compare`, with etcd `benchmark`'s
 /// flag names where they exist.
@@ -39,75 +36,9 @@ pub struct CompareArgs {
     /// Default 3 (1 with --quick).
     #[arg(long)]
     pub repeats: Option<usize>,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
-    /// gRPC connections, shared by the clients round-robin.
-    #[arg(long, default_value_t = 8)]
-    pub conns: usize,
-    /// Operations per measured phase (but k8s: --k8s-total). Default 30000
-    /// (1000 with --quick).
-    #[arg(long)]
-    pub total: Option<u64>,
-    /// Key size in bytes.
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 256)]
-    pub val_size: usize,
-    /// Distinct keys written and read. Default 10000 (1000 with --quick).
-    #[arg(long)]
-    pub key_space_size: Option<u64>,
-    /// Use keys in order rather than at random.
-    #[arg(long)]
-    pub sequential_keys: bool,
-    /// Operations per second across all clients (0: as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Puts per Txn in txn-put.
-    #[arg(long, default_value_t = 1)]
-    pub txn_ops: usize,
-    /// Reads per write in txn-mixed.
-    #[arg(long, default_value_t = 1.0)]
-    pub rw_ratio: f64,
-    /// Watch streams in the watch workloads. Default 10 (2 with --quick).
-    #[arg(long)]
-    pub streams: Option<usize>,
-    /// Watchers per stream in the watch workloads. Default 10 (5 with
-    /// --quick).
-    #[arg(long)]
-    pub watch_per_stream: Option<usize>,
-    /// Puts the watchers see in the watch workload. Default 5000 (100 with
-    /// --quick).
-    #[arg(long)]
-    pub put_total: Option<u64>,
-    /// Puts per second in watch-latency.
-    #[arg(long, default_value_t = 200)]
-    pub put_rate: u64,
-    /// Puts in watch-latency. Default: 5 seconds' worth at --put-rate
-    /// (half a second's with --quick).
-    #[arg(long)]
-    pub latency_put_total: Option<u64>,
-    /// Operations of the Kubernetes mix per phase. Default 10000 (the
-    /// --total with --quick).
-    #[arg(long)]
-    pub k8s_total: Option<u64>,
-    /// Objects in the Kubernetes mix. Default 1000 (100 with --quick).
-    #[arg(long)]
-    pub k8s_objects: Option<u64>,
-    /// Bytes per object in the Kubernetes mix.
-    #[arg(long, default_value_t = 1024)]
-    pub k8s_object_size: usize,
-    /// Page size of the Kubernetes mix's lists.
-    #[arg(long, default_value_t = 500)]
-    pub k8s_list_limit: i64,
-    /// Informer watches open during the Kubernetes mix.
-    #[arg(long, default_value_t = 4)]
-    pub k8s_informers: usize,
-    /// Workloads to run, in order (default: all): put, range-l, range-s,
-    /// txn-put, txn-mixed, watch, watch-latency, lease-keepalive, k8s.
-    #[arg(long, value_delimiter = ',')]
-    pub workloads: Vec<Workload>,
+    /// The load: etcd `benchmark`'s flags and the workloads.
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Also write the full report (every sample) as JSON to this file ("-"
     /// for stdout).
     #[arg(long)]
@@ -177,46 +108,8 @@ impl CompareArgs {
             Some(d) => d.clone(),
             None => std::env::current_dir().context("current dir")?,
         };
-        if self.clients == 0 || self.conns == 0 {
-            bail!("--clients and --conns must be at least 1");
-        }
-        let workloads =
-            if self.workloads.is_empty() { Workload::DEFAULT.to_vec() } else { self.workloads.clone() };
+        let (settings, workloads) = self.load.settings(self.quick)?;
         let quick = |q: u64, full: u64| if self.quick { q } else { full };
-        let settings = Settings {
-            load: LoadConfig {
-                clients: self.clients,
-                conns: self.conns,
-                total: self.total.unwrap_or(quick(1_000, 30_000)),
-                key_size: self.key_size,
-                val_size: self.val_size,
-                key_space_size: self.key_space_size.unwrap_or(quick(1_000, 10_000)),
-                sequential_keys: self.sequential_keys,
-                rate: self.rate,
-            },
-            txn: TxnConfig { txn_ops: self.txn_ops.max(1), rw_ratio: self.rw_ratio },
-            watch: WatchConfig {
-                streams: self.streams.unwrap_or(quick(2, 10) as usize).max(1),
-                watch_per_stream: self.watch_per_stream.unwrap_or(quick(5, 10) as usize).max(1),
-                put_total: self.put_total.unwrap_or(quick(100, 5_000)),
-                put_rate: self.put_rate.max(1),
-                latency_put_total: self
-                    .latency_put_total
-                    .unwrap_or(if self.quick { self.put_rate / 2 } else { self.put_rate * 5 })
-                    .max(1),
-            },
-            k8s: K8sConfig {
-                total: self.k8s_total.unwrap_or(if self.quick {
-                    self.total.unwrap_or(1_000)
-                } else {
-                    10_000
-                }),
-                objects: self.k8s_objects.unwrap_or(quick(100, 1_000)).max(1),
-                object_size: self.k8s_object_size,
-                list_limit: self.k8s_list_limit.max(1),
-                informers: self.k8s_informers,
-            },
-        };
         Ok(Plan {
             members: self.members,
             repeats: self.repeats.unwrap_or(quick(1, 3) as usize).max(1),
@@ -532,7 +425,8 @@ async fn run_uninterrupted(plan: &Plan) -> anyhow::Result<Report> {
             let conns = Conns::connect(&cluster.endpoints(), cfg.conns).await?;
             let mut target = Target::new(&conns, &plan.settings);
             for &w in &plan.workloads {
-                let (fig, first_error) = measure(&mut cluster, w, &mut target, &mp).await?;
+                let (fig, first_error) = measure(system.name(), &cluster.pids(), w, &mut target, &mp).await?;
+                cluster.check_running()?;
                 say(
                     &mp,
                     format!(
@@ -624,15 +518,15 @@ pub(crate) fn say(mp: &MultiProgress, line: String) {
 }
 
 /// Prepares `w` (untimed), then runs one measured phase of it against
-/// `cluster`, with the servers' CPU and peak memory over the phase. Returns
-/// the figures and the first error seen.
+/// `target`, with the CPU and peak memory of the server processes `pids`
+/// over the phase. Returns the figures and the first error seen.
 pub(crate) async fn measure(
-    cluster: &mut Cluster,
+    system: &str,
+    pids: &[u32],
     w: Workload,
     target: &mut Target<'_>,
     mp: &MultiProgress,
 ) -> anyhow::Result<(Figures, Option<String>)> {
-    let system = cluster.system().name();
     let bar = phase_bar(mp, format!("{system} prepare"));
     let prepared = workload::prepare(w, target, &bar).await?;
     bar.finish_and_clear();
@@ -647,19 +541,17 @@ pub(crate) async fn measure(
         );
     }
     let bar = phase_bar(mp, format!("{system} {}", w.label()));
-    let pids = cluster.pids();
-    for &pid in &pids {
+    for &pid in pids {
         if !procstat::reset_peak_rss(pid) {
             PEAK_RESET_REFUSED.store(true, Ordering::Relaxed);
         }
     }
-    let cpu0 = cpu_of(&pids);
+    let cpu0 = cpu_of(pids);
     let client0 = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let out = workload::run(w, target, &bar).await?;
     bar.finish_and_clear();
-    cluster.check_running()?;
     let mut fig = Figures::from_outcome(&out);
-    fig.server_cpu_s = cpu_of(&pids) - cpu0;
+    fig.server_cpu_s = cpu_of(pids) - cpu0;
     fig.server_cpu_us_per_op = if fig.ok > 0 { fig.server_cpu_s * 1e6 / fig.ok as f64 } else { 0.0 };
     fig.client_cpu_s = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
     fig.server_peak_rss_mib =
@@ -667,7 +559,7 @@ pub(crate) async fn measure(
     Ok((fig, out.first_error))
 }
 
-fn phase_bar(mp: &MultiProgress, prefix: String) -> ProgressBar {
+pub(crate) fn phase_bar(mp: &MultiProgress, prefix: String) -> ProgressBar {
     let bar = mp.add(ProgressBar::new(0));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} {wide_bar} {pos}/{len} ops {per_sec}")

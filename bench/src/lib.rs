@@ -4,8 +4,9 @@
 //!
 //! `keelson bench compare` (`compare.rs`) runs real etcd and Keelson
 //! servers (`cluster.rs`) under the same client load (`load.rs`, workloads
-//! in `workload.rs`); `keelson bench storage` (`storage.rs`) measures the
-//! storage crates in process.
+//! in `workload.rs`); `keelson bench run` (`run.rs`) runs the same
+//! workloads against endpoints already serving; `keelson bench storage`
+//! (`storage.rs`) measures the storage crates in process.
 
 pub mod cluster;
 pub mod compare;
@@ -17,6 +18,7 @@ pub mod mvcc;
 pub mod plot;
 pub mod procstat;
 pub mod report;
+pub mod run;
 pub mod storage;
 pub mod sweep;
 pub mod txn;

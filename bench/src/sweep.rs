@@ -49,7 +49,9 @@ pub async fn run(
             let mut target = Target::new(&conns, &settings);
             target.keys = keys.clone();
             for &w in workloads {
-                let (figures, _) = compare::measure(&mut cluster, w, &mut target, mp).await?;
+                let (figures, _) =
+                    compare::measure(system.name(), &cluster.pids(), w, &mut target, mp).await?;
+                cluster.check_running()?;
                 compare::say(
                     mp,
                     format!(

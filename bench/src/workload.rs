@@ -12,6 +12,7 @@ use crate::lease;
 use crate::load::{self, Conns, LoadConfig, Outcome};
 use crate::txn::{self, TxnConfig};
 use crate::watch_load::{self, WatchConfig};
+use anyhow::bail;
 
 /// A workload, named as on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, serde::Deserialize)]
@@ -76,6 +77,125 @@ impl Workload {
             Workload::TxnPut | Workload::TxnMixed => "Txns",
             Workload::Put | Workload::RangeL | Workload::RangeS => "requests",
         }
+    }
+}
+
+/// The load's command-line flags, shared by `keelson bench compare` and
+/// `keelson bench run`: etcd `benchmark`'s names where they exist.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// gRPC connections, shared by the clients round-robin.
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+    /// Operations per measured phase (but k8s: --k8s-total). Default 30000
+    /// (1000 with --quick).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+    /// Distinct keys written and read. Default 10000 (1000 with --quick).
+    #[arg(long)]
+    pub key_space_size: Option<u64>,
+    /// Use keys in order rather than at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Operations per second across all clients (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Puts per Txn in txn-put.
+    #[arg(long, default_value_t = 1)]
+    pub txn_ops: usize,
+    /// Reads per write in txn-mixed.
+    #[arg(long, default_value_t = 1.0)]
+    pub rw_ratio: f64,
+    /// Watch streams in the watch workloads. Default 10 (2 with --quick).
+    #[arg(long)]
+    pub streams: Option<usize>,
+    /// Watchers per stream in the watch workloads. Default 10 (5 with
+    /// --quick).
+    #[arg(long)]
+    pub watch_per_stream: Option<usize>,
+    /// Puts the watchers see in the watch workload. Default 5000 (100 with
+    /// --quick).
+    #[arg(long)]
+    pub put_total: Option<u64>,
+    /// Puts per second in watch-latency.
+    #[arg(long, default_value_t = 200)]
+    pub put_rate: u64,
+    /// Puts in watch-latency. Default: 5 seconds' worth at --put-rate
+    /// (half a second's with --quick).
+    #[arg(long)]
+    pub latency_put_total: Option<u64>,
+    /// Operations of the Kubernetes mix per phase. Default 10000 (the
+    /// --total with --quick).
+    #[arg(long)]
+    pub k8s_total: Option<u64>,
+    /// Objects in the Kubernetes mix. Default 1000 (100 with --quick).
+    #[arg(long)]
+    pub k8s_objects: Option<u64>,
+    /// Bytes per object in the Kubernetes mix.
+    #[arg(long, default_value_t = 1024)]
+    pub k8s_object_size: usize,
+    /// Page size of the Kubernetes mix's lists.
+    #[arg(long, default_value_t = 500)]
+    pub k8s_list_limit: i64,
+    /// Informer watches open during the Kubernetes mix.
+    #[arg(long, default_value_t = 4)]
+    pub k8s_informers: usize,
+    /// Workloads to run, in order (default: all): put, range-l, range-s,
+    /// txn-put, txn-mixed, watch, watch-latency, lease-keepalive, k8s.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
+}
+
+impl LoadArgs {
+    /// The settings and workloads these flags ask for, with the defaults
+    /// applied (smaller ones for a `quick_run`).
+    pub fn settings(&self, quick_run: bool) -> anyhow::Result<(Settings, Vec<Workload>)> {
+        if self.clients == 0 || self.conns == 0 {
+            bail!("--clients and --conns must be at least 1");
+        }
+        let workloads =
+            if self.workloads.is_empty() { Workload::DEFAULT.to_vec() } else { self.workloads.clone() };
+        let quick = |q: u64, full: u64| if quick_run { q } else { full };
+        let settings = Settings {
+            load: LoadConfig {
+                clients: self.clients,
+                conns: self.conns,
+                total: self.total.unwrap_or(quick(1_000, 30_000)),
+                key_size: self.key_size,
+                val_size: self.val_size,
+                key_space_size: self.key_space_size.unwrap_or(quick(1_000, 10_000)),
+                sequential_keys: self.sequential_keys,
+                rate: self.rate,
+            },
+            txn: TxnConfig { txn_ops: self.txn_ops.max(1), rw_ratio: self.rw_ratio },
+            watch: WatchConfig {
+                streams: self.streams.unwrap_or(quick(2, 10) as usize).max(1),
+                watch_per_stream: self.watch_per_stream.unwrap_or(quick(5, 10) as usize).max(1),
+                put_total: self.put_total.unwrap_or(quick(100, 5_000)),
+                put_rate: self.put_rate.max(1),
+                latency_put_total: self
+                    .latency_put_total
+                    .unwrap_or(if quick_run { self.put_rate / 2 } else { self.put_rate * 5 })
+                    .max(1),
+            },
+            k8s: K8sConfig {
+                total: self.k8s_total.unwrap_or(if quick_run { self.total.unwrap_or(1_000) } else { 10_000 }),
+                objects: self.k8s_objects.unwrap_or(quick(100, 1_000)).max(1),
+                object_size: self.k8s_object_size,
+                list_limit: self.k8s_list_limit.max(1),
+                informers: self.k8s_informers,
+            },
+        };
+        Ok((settings, workloads))
     }
 }
 
