@@ -3,7 +3,8 @@
 
 use std::io;
 
-const PROTOS: [&str; 4] = ["proto/kv.proto", "proto/auth.proto", "proto/rpc.proto", "proto/raft.proto"];
+const PROTOS: [&str; 5] =
+    ["proto/kv.proto", "proto/auth.proto", "proto/rpc.proto", "proto/raft.proto", "proto/raftpeer.proto"];
 
 fn main() -> io::Result<()> {
     let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;

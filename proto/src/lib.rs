@@ -9,6 +9,9 @@
 //! `/etcdserverpb.KV/Range` and every message interoperate byte for byte.
 //! Every protobuf `bytes` field is a [`bytes::Bytes`].
 //!
+//! Beside etcd's API it holds Keelson's own: `keelsonraftpb` (what the raft
+//! log carries) and `keelsonraftpeerpb` (the peer transport between members).
+//!
 //! It must not hold logic: no storage, consensus or request handling lives
 //! here, only generated types, client stubs and server traits.
 
@@ -35,6 +38,14 @@ pub mod etcdserverpb {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod keelsonraftpb {
     tonic::include_proto!("keelsonraftpb");
+}
+
+/// The raft peer transport between members: AppendEntries (unary and
+/// streamed), Vote, PreVote, InstallSnapshot in chunks and TransferLeader
+/// (not part of etcd's API).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod keelsonraftpeerpb {
+    tonic::include_proto!("keelsonraftpeerpb");
 }
 
 #[cfg(test)]

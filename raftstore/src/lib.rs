@@ -24,6 +24,7 @@ pub mod network;
 pub mod node;
 pub mod snapshot;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 pub mod wal;
 
