@@ -421,6 +421,14 @@ impl Node {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        // openraft's state machine worker and snapshot builds hold the
+        // shared state (and through it the store) a little longer: wait for
+        // them, so dropping the node closes RocksDB and the data dir can be
+        // opened again at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn next_lease_id(&self) -> i64 {
