@@ -81,20 +81,7 @@ pub struct FakeBackend {
 }
 
 fn apply_error(e: MvccError) -> ApplyError {
-    let kind = match &e {
-        MvccError::Compacted { .. } => ApplyErrorKind::Compacted,
-        MvccError::FutureRev { .. } => ApplyErrorKind::FutureRev,
-        MvccError::NoSpace => ApplyErrorKind::NoSpace,
-        MvccError::EmptyKey => ApplyErrorKind::EmptyKey,
-        MvccError::DuplicateKey => ApplyErrorKind::DuplicateKey,
-        MvccError::TooManyOps => ApplyErrorKind::TooManyOps,
-        MvccError::KeyNotFound => ApplyErrorKind::KeyNotFound,
-        MvccError::ValueProvided => ApplyErrorKind::ValueProvided,
-        MvccError::LeaseProvided => ApplyErrorKind::LeaseProvided,
-        MvccError::LeaseNotFound => ApplyErrorKind::LeaseNotFound,
-        _ => ApplyErrorKind::Storage,
-    };
-    ApplyError { kind: kind as i32, message: e.to_string() }
+    keelson_raftstore::state_machine::mvcc_apply_error(&e)
 }
 
 fn fail(kind: ApplyErrorKind) -> A {

@@ -311,6 +311,12 @@ fn bad(what: &str) -> io::Error {
 }
 
 fn error_response(e: &MvccError) -> InternalResponse {
+    InternalResponse { response: Some(Response::Error(mvcc_apply_error(e))) }
+}
+
+/// How a request's mvcc error travels back through the log: its kind and
+/// etcd's message.
+pub fn mvcc_apply_error(e: &MvccError) -> ApplyError {
     let kind = match e {
         MvccError::Compacted { .. } => ApplyErrorKind::Compacted,
         MvccError::FutureRev { .. } => ApplyErrorKind::FutureRev,
@@ -324,7 +330,7 @@ fn error_response(e: &MvccError) -> InternalResponse {
         MvccError::LeaseNotFound => ApplyErrorKind::LeaseNotFound,
         _ => ApplyErrorKind::Storage,
     };
-    apply_error(kind, e.to_string())
+    ApplyError { kind: kind as i32, message: e.to_string() }
 }
 
 fn apply_error(kind: ApplyErrorKind, message: String) -> InternalResponse {
