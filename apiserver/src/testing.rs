@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keelson_mvcc::{KeyRange, MvccError, Store, WriteTxn};
+use keelson_mvcc::{MvccError, Store, WriteTxn};
 use keelson_proto::etcdserverpb::alarm_request::AlarmAction;
 use keelson_proto::etcdserverpb::auth_client::AuthClient;
 use keelson_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -27,8 +27,8 @@ use keelson_proto::etcdserverpb::{
 use keelson_proto::keelsonraftpb::internal_request::Request as R;
 use keelson_proto::keelsonraftpb::internal_response::Response as A;
 use keelson_proto::keelsonraftpb::{ApplyError, ApplyErrorKind, InternalRequest, InternalResponse};
-use keelson_proto::mvccpb::{Event, KeyValue};
-use keelson_watch::{EventSource, HistoryError, WatchConfig, WatchHub};
+use keelson_raftstore::state_machine::StoreSource;
+use keelson_watch::{WatchConfig, WatchHub};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
@@ -44,26 +44,6 @@ pub const SNAPSHOT_BYTES: usize = 100_003;
 
 pub fn key(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
-}
-
-/// The store's history, as the hub reads it.
-struct StoreSource(Arc<Store>);
-
-fn history_error(e: MvccError) -> HistoryError {
-    match e {
-        MvccError::Compacted { compacted } => HistoryError::Compacted(compacted),
-        other => HistoryError::ReadFailed(Box::new(other)),
-    }
-}
-
-impl EventSource for StoreSource {
-    fn events(&self, key: &[u8], end: &[u8], start: i64, stop: i64) -> Result<Vec<Event>, HistoryError> {
-        self.0.events(KeyRange::new(key, end), start, stop).map_err(history_error)
-    }
-
-    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, HistoryError> {
-        self.0.kv_at(key, rev).map_err(history_error)
-    }
 }
 
 struct Lease {

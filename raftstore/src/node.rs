@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keelson_mvcc::{KeyRange, Store};
+use keelson_mvcc::Store;
 use keelson_proto::etcdserverpb::LeaseRevokeRequest;
 use keelson_proto::keelsonraftpb::internal_request::Request;
 use keelson_proto::keelsonraftpb::{InternalRequest, InternalResponse};
-use keelson_proto::mvccpb::{Event, KeyValue};
-use keelson_watch::{EventSource, HistoryError, WatchConfig, WatchHub};
+use keelson_watch::{WatchConfig, WatchHub};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ReadPolicy, ServerState, SnapshotPolicy};
@@ -28,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids;
 use crate::lessor::Lessor;
 use crate::network::NoPeers;
-use crate::state_machine::{Shared, StateMachine, load_leases};
+use crate::state_machine::{Shared, StateMachine, StoreSource, load_leases};
 use crate::types::{Command, Member, TypeConfig};
 use crate::wal::{WalConfig, WalLogStore};
 
@@ -154,26 +153,6 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node").field("member_id", &self.member_id).finish_non_exhaustive()
-    }
-}
-
-/// The store as the watch hub's history.
-struct StoreSource(Arc<Store>);
-
-impl EventSource for StoreSource {
-    fn events(&self, key: &[u8], range_end: &[u8], start: i64, end: i64) -> Result<Vec<Event>, HistoryError> {
-        self.0.events(KeyRange::new(key, range_end), start, end).map_err(history_error)
-    }
-
-    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, HistoryError> {
-        self.0.kv_at(key, rev).map_err(history_error)
-    }
-}
-
-fn history_error(e: keelson_mvcc::MvccError) -> HistoryError {
-    match e {
-        keelson_mvcc::MvccError::Compacted { compacted } => HistoryError::Compacted(compacted),
-        other => HistoryError::ReadFailed(Box::new(other)),
     }
 }
 

@@ -263,6 +263,19 @@ impl EventSource for StoreHandle {
     }
 }
 
+/// A store (not a handle that may swap it) as the watch hub's history.
+pub struct StoreSource(pub Arc<Store>);
+
+impl EventSource for StoreSource {
+    fn events(&self, key: &[u8], range_end: &[u8], start: i64, end: i64) -> Result<Vec<Event>, HistoryError> {
+        self.0.events(KeyRange::new(key, range_end), start, end).map_err(history_error)
+    }
+
+    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, HistoryError> {
+        self.0.kv_at(key, rev).map_err(history_error)
+    }
+}
+
 fn history_error(e: MvccError) -> HistoryError {
     match e {
         MvccError::Compacted { compacted } => HistoryError::Compacted(compacted),
