@@ -5,6 +5,8 @@
 //! temporary data dir, waits until `/health` answers, and kills the process
 //! when dropped. [`etcdctl`] runs the real etcdctl against it.
 
+pub mod checker;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,628 @@
+//! The linearizability checker for KV operations.
+//!
+//! A Wing–Gong–Lowe search: repeatedly pick an operation that may take
+//! effect next (no other pending operation returned before it was called),
+//! apply it to the [`KvModel`], keep it if the model's response is the
+//! recorded one, backtrack otherwise. Two things keep it tractable:
+//!
+//! - memoization: a configuration is the set of operations linearized so
+//!   far plus the model state; both are hashed (a Zobrist hash of the set,
+//!   the model's incremental hash) and a configuration seen before is not
+//!   explored again;
+//! - ordering: among the candidates, operations are tried in the order of
+//!   the header revision they were answered with (writes before reads of
+//!   the same revision), which is the right order for almost every step of
+//!   a valid etcd history, so a valid history is usually checked without
+//!   backtracking.
+//!
+//! Partitioning: etcd's revision counter ties every key to every other, so
+//! splitting by key would be unsound. What is sound is splitting in time:
+//! at a quiescent point (every definite operation called before it has
+//! returned before any later one is called) all earlier operations precede
+//! all later ones. The history is cut into such segments and searched
+//! segment by segment; operations with an Unknown outcome never return, so
+//! they are carried into the following segments as still pending, and a
+//! segment's end configuration is (model state, pending unknowns). If a
+//! segment fails from one end configuration of the previous segment, the
+//! previous segment's search resumes to find another one; configurations
+//! already tried are remembered.
+//!
+//! Unknown outcomes: an operation whose outcome is Unknown is linearized
+//! anywhere after its call or never (it never has to be); whatever the
+//! model answers for it is accepted. Failed operations are ignored.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::history::{History, Operation, Outcome, Request, Response, TxnOp, TxnOpResponse};
+use super::model::{KvModel, Undo};
+use super::watch::EventLog;
+
+/// Limits of one check.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Model steps (an operation tried at one point) before giving up with
+    /// [`Verdict::Unknown`].
+    pub max_steps: u64,
+    /// Wall-clock limit, likewise.
+    pub timeout: Option<Duration>,
+    /// Cut the history at quiescent points (see the module docs).
+    pub partition: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> CheckOptions {
+        CheckOptions { max_steps: 50_000_000, timeout: Some(Duration::from_secs(120)), partition: true }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Linearizable,
+    NotLinearizable,
+    /// The budget ran out first.
+    Unknown,
+}
+
+/// What the checker found.
+#[derive(Clone, Debug)]
+pub struct LinearizabilityReport {
+    pub verdict: Verdict,
+    /// When linearizable: the indices (into `History::operations`) of the
+    /// operations that took effect, in order (Unknown ones that were needed
+    /// included; reads too).
+    pub linearization: Vec<usize>,
+    /// When not linearizable (or out of budget): the deepest point reached.
+    pub explanation: Option<Explanation>,
+    pub steps: u64,
+    pub segments: usize,
+    pub elapsed: Duration,
+}
+
+impl LinearizabilityReport {
+    pub fn is_linearizable(&self) -> bool {
+        self.verdict == Verdict::Linearizable
+    }
+}
+
+/// The longest linearizable prefix found and what could not follow it.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// Operations (indices into the history) in the order they were
+    /// linearized.
+    pub prefix: Vec<usize>,
+    /// Definite operations of the history and how many the prefix holds.
+    pub definite_total: usize,
+    pub definite_placed: usize,
+    /// The model after the prefix, abbreviated.
+    pub state: String,
+    /// Every operation that could have been next, and why it could not.
+    pub unplaced: Vec<Unplaced>,
+    /// The pending definite operation that returned first: the search had
+    /// to place it (or something before it) and could not.
+    pub blocking: Option<usize>,
+    history_ops: Vec<(usize, String)>,
+}
+
+/// One candidate that did not fit.
+#[derive(Clone, Debug)]
+pub struct Unplaced {
+    pub op: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "longest linearizable prefix: {} operations ({} of {} definite ones)",
+            self.prefix.len(),
+            self.definite_placed,
+            self.definite_total
+        )?;
+        let tail = self.prefix.len().saturating_sub(8);
+        if tail > 0 {
+            writeln!(f, "  … {tail} earlier operations")?;
+        }
+        for (i, line) in &self.history_ops {
+            writeln!(f, "  #{i} {line}")?;
+        }
+        writeln!(f, "state after it: {}", self.state)?;
+        if let Some(b) = self.blocking {
+            writeln!(f, "operation #{b} returned first among the rest and could not be placed")?;
+        }
+        writeln!(f, "no candidate fits next:")?;
+        for u in &self.unplaced {
+            writeln!(f, "  #{}: {}", u.op, u.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// One operation as the search sees it.
+struct POp {
+    hist: usize,
+    call: u64,
+    ret: u64,
+    definite: bool,
+    /// Sort key: the header revision, writes that bump it first.
+    order: (i64, u8),
+}
+
+struct Frame {
+    cands: Vec<u32>,
+    next: usize,
+    lo: usize,
+    found: bool,
+}
+
+enum Step {
+    Found,
+    Exhausted,
+    OutOfBudget,
+}
+
+struct Best {
+    depth: usize,
+    prefix: Vec<u32>,
+    cands: Vec<u32>,
+}
+
+struct Ctx<'h> {
+    h: &'h History,
+    pops: Vec<POp>,
+    zob: Vec<u128>,
+    lin: Vec<bool>,
+    order: Vec<u32>,
+    model: KvModel,
+    done: usize,
+    steps: u64,
+    max_steps: u64,
+    deadline: Option<Instant>,
+    out_of_budget: bool,
+    best: Option<Best>,
+}
+
+impl Ctx<'_> {
+    fn over_budget(&mut self) -> bool {
+        if self.steps >= self.max_steps {
+            self.out_of_budget = true;
+        } else if self.steps % 4096 == 0
+            && let Some(d) = self.deadline
+            && Instant::now() >= d
+        {
+            self.out_of_budget = true;
+        }
+        self.out_of_budget
+    }
+
+    fn op(&self, i: u32) -> &Operation {
+        &self.h.operations[self.pops[i as usize].hist]
+    }
+}
+
+struct Segment {
+    definite: Vec<u32>,
+    unknown: Vec<u32>,
+}
+
+struct SegSearch {
+    seg: usize,
+    unknown: Vec<u32>,
+    frames: Vec<Frame>,
+    undos: Vec<Undo>,
+    memo: HashSet<(u128, u128)>,
+    bits: u128,
+    definite_left: usize,
+    started: bool,
+}
+
+impl SegSearch {
+    fn new(seg: usize, segment: &Segment, pending: Vec<u32>) -> SegSearch {
+        let mut unknown = pending;
+        unknown.extend(&segment.unknown);
+        SegSearch {
+            seg,
+            unknown,
+            frames: Vec::new(),
+            undos: Vec::new(),
+            memo: HashSet::new(),
+            bits: 0,
+            definite_left: segment.definite.len(),
+            started: false,
+        }
+    }
+
+    fn frame(&self, ctx: &Ctx<'_>, segment: &Segment, lo: usize) -> Frame {
+        let defs = &segment.definite;
+        let mut lo = lo;
+        while lo < defs.len() && ctx.lin[defs[lo] as usize] {
+            lo += 1;
+        }
+        let mut min_ret = u64::MAX;
+        let mut cands = Vec::new();
+        for &op in &defs[lo..] {
+            let p = &ctx.pops[op as usize];
+            if p.call > min_ret {
+                break;
+            }
+            if !ctx.lin[op as usize] {
+                cands.push(op);
+                min_ret = min_ret.min(p.ret);
+            }
+        }
+        cands.sort_by_key(|&op| (ctx.pops[op as usize].order, ctx.pops[op as usize].call));
+        for &op in &self.unknown {
+            if !ctx.lin[op as usize] && ctx.pops[op as usize].call <= min_ret {
+                cands.push(op);
+            }
+        }
+        Frame { cands, next: 0, lo, found: false }
+    }
+
+    /// Continues the search to the next end configuration of the segment.
+    fn next_end(&mut self, ctx: &mut Ctx<'_>, segment: &Segment) -> Step {
+        if !self.started {
+            self.started = true;
+            let mut root = self.frame(ctx, segment, 0);
+            if self.definite_left == 0 {
+                root.found = true;
+                root.cands.clear();
+                self.frames.push(root);
+                return Step::Found;
+            }
+            self.frames.push(root);
+        }
+        loop {
+            if ctx.over_budget() {
+                return Step::OutOfBudget;
+            }
+            let Some(f) = self.frames.last_mut() else { return Step::Exhausted };
+            if f.next < f.cands.len() {
+                let op = f.cands[f.next];
+                f.next += 1;
+                let lo = f.lo;
+                ctx.steps += 1;
+                let h = ctx.h;
+                let o = &h.operations[ctx.pops[op as usize].hist];
+                let recorded = o.response();
+                let (res, undo) = ctx.model.apply(&o.request, recorded, None);
+                let fits = match recorded {
+                    None => true,
+                    Some(r) => res.as_ref() == Ok(r),
+                };
+                if fits {
+                    let bits = self.bits ^ ctx.zob[op as usize];
+                    if self.memo.insert((bits, ctx.model.state_hash())) {
+                        self.bits = bits;
+                        ctx.lin[op as usize] = true;
+                        ctx.order.push(op);
+                        self.undos.push(undo);
+                        if ctx.pops[op as usize].definite {
+                            self.definite_left -= 1;
+                            ctx.done += 1;
+                        }
+                        if self.definite_left == 0 {
+                            self.frames.push(Frame { cands: Vec::new(), next: 0, lo, found: true });
+                            return Step::Found;
+                        }
+                        let next = self.frame(ctx, segment, lo);
+                        self.frames.push(next);
+                        continue;
+                    }
+                }
+                ctx.model.revert(undo);
+            } else {
+                let f = self.frames.pop().expect("a frame");
+                if !f.found && ctx.best.as_ref().is_none_or(|b| ctx.done > b.depth) {
+                    ctx.best = Some(Best { depth: ctx.done, prefix: ctx.order.clone(), cands: f.cands });
+                }
+                if self.frames.is_empty() {
+                    return Step::Exhausted;
+                }
+                let undo = self.undos.pop().expect("an undo per linearized op");
+                let op = ctx.order.pop().expect("a linearized op");
+                ctx.model.revert(undo);
+                ctx.lin[op as usize] = false;
+                self.bits ^= ctx.zob[op as usize];
+                if ctx.pops[op as usize].definite {
+                    self.definite_left += 1;
+                    ctx.done -= 1;
+                }
+            }
+        }
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Whether a response says its request changed the keyspace (a heuristic
+/// for the search order only).
+fn bumps(resp: &Response) -> bool {
+    match resp {
+        Response::Put { .. } => true,
+        Response::DeleteRange { deleted, .. } => *deleted > 0,
+        Response::Txn { responses, .. } => responses.iter().any(|r| match r {
+            TxnOpResponse::Put { .. } => true,
+            TxnOpResponse::Delete { deleted, .. } => *deleted > 0,
+            TxnOpResponse::Range { .. } => false,
+        }),
+        Response::LeaseRevoke { .. } => true,
+        Response::Range { .. } | Response::LeaseGrant { .. } => false,
+    }
+}
+
+/// Checks that the KV operations of `history` are linearizable.
+pub fn check_linearizable(history: &History, opts: &CheckOptions) -> LinearizabilityReport {
+    let started = Instant::now();
+    let mut pops = Vec::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        let (definite, order) = match &o.outcome {
+            Outcome::Failed(_) => continue,
+            Outcome::Unknown(_) if !o.request.is_write() => continue,
+            Outcome::Unknown(_) => (false, (i64::MAX, 0)),
+            Outcome::Ok(r) => (true, (r.revision(), if bumps(r) { 0 } else { 1 })),
+        };
+        pops.push(POp { hist: i, call: o.call, ret: o.effective_return(), definite, order });
+    }
+    // Segments over the definite operations in call order.
+    let mut defs: Vec<u32> = (0..pops.len() as u32).filter(|&i| pops[i as usize].definite).collect();
+    defs.sort_by_key(|&i| (pops[i as usize].call, i));
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut starts: Vec<u64> = Vec::new();
+    let mut max_ret = 0u64;
+    for &d in &defs {
+        let p = &pops[d as usize];
+        if segments.is_empty() || (opts.partition && p.call > max_ret) {
+            segments.push(Segment { definite: Vec::new(), unknown: Vec::new() });
+            starts.push(p.call);
+        }
+        segments.last_mut().expect("a segment").definite.push(d);
+        max_ret = max_ret.max(p.ret);
+    }
+    let mut unknowns: Vec<u32> = (0..pops.len() as u32).filter(|&i| !pops[i as usize].definite).collect();
+    unknowns.sort_by_key(|&i| (pops[i as usize].call, i));
+    if segments.is_empty() {
+        segments.push(Segment { definite: Vec::new(), unknown: Vec::new() });
+        starts.push(0);
+    }
+    for u in unknowns {
+        let k = starts.partition_point(|&s| s <= pops[u as usize].call).saturating_sub(1);
+        segments[k].unknown.push(u);
+    }
+    let n = pops.len();
+    let zob =
+        (0..n as u64).map(|i| ((splitmix(2 * i + 1) as u128) << 64) | splitmix(2 * i + 2) as u128).collect();
+    let mut ctx = Ctx {
+        h: history,
+        pops,
+        zob,
+        lin: vec![false; n],
+        order: Vec::new(),
+        model: KvModel::new(history.initial_revision),
+        done: 0,
+        steps: 0,
+        max_steps: opts.max_steps,
+        deadline: opts.timeout.map(|t| started + t),
+        out_of_budget: false,
+        best: None,
+    };
+    let mut stack = vec![SegSearch::new(0, &segments[0], Vec::new())];
+    let mut tried: HashSet<(usize, u128, u128)> = HashSet::new();
+    let verdict = loop {
+        let Some(top) = stack.last_mut() else { break Verdict::NotLinearizable };
+        match top.next_end(&mut ctx, &segments[top.seg]) {
+            Step::Found => {
+                let k = top.seg;
+                if k + 1 == segments.len() {
+                    break Verdict::Linearizable;
+                }
+                let pending: Vec<u32> =
+                    top.unknown.iter().copied().filter(|&u| !ctx.lin[u as usize]).collect();
+                let pending_hash = pending.iter().fold(0u128, |h, &u| h ^ ctx.zob[u as usize]);
+                if tried.insert((k + 1, ctx.model.state_hash(), pending_hash)) {
+                    stack.push(SegSearch::new(k + 1, &segments[k + 1], pending));
+                }
+            }
+            Step::Exhausted => {
+                stack.pop();
+            }
+            Step::OutOfBudget => break Verdict::Unknown,
+        }
+    };
+    let linearization: Vec<usize> = if verdict == Verdict::Linearizable {
+        ctx.order.iter().map(|&i| ctx.pops[i as usize].hist).collect()
+    } else {
+        Vec::new()
+    };
+    let explanation = match verdict {
+        Verdict::Linearizable => None,
+        _ => Some(explain(&ctx, defs.len())),
+    };
+    LinearizabilityReport {
+        verdict,
+        linearization,
+        explanation,
+        steps: ctx.steps,
+        segments: segments.len(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn explain(ctx: &Ctx<'_>, definite_total: usize) -> Explanation {
+    let (prefix, cands, placed) = match &ctx.best {
+        Some(b) => (b.prefix.clone(), b.cands.clone(), b.depth),
+        None => (Vec::new(), Vec::new(), 0),
+    };
+    let mut model = KvModel::new(ctx.h.initial_revision);
+    for &op in &prefix {
+        let o = ctx.op(op);
+        let _ = model.apply(&o.request, o.response(), None);
+    }
+    let unplaced = cands
+        .iter()
+        .map(|&op| {
+            let o = ctx.op(op);
+            let (res, undo) = model.apply(&o.request, o.response(), None);
+            let reason = match (&res, o.response()) {
+                (_, None) => "unknown outcome: fits anywhere (the rest did not fit after it)".to_string(),
+                (Err(e), Some(r)) => format!(
+                    "{}: the model rejects it ({e}) but it answered {}",
+                    show_req(&o.request),
+                    show_resp(r)
+                ),
+                (Ok(m), Some(r)) if m == r => {
+                    format!("{}: fits here, but nothing fits after it", show_req(&o.request))
+                }
+                (Ok(m), Some(r)) => {
+                    format!(
+                        "{}: answered {}, the model says {}",
+                        show_req(&o.request),
+                        show_resp(r),
+                        show_resp(m)
+                    )
+                }
+            };
+            model.revert(undo);
+            Unplaced { op: ctx.pops[op as usize].hist, reason }
+        })
+        .collect();
+    let in_prefix: HashSet<u32> = prefix.iter().copied().collect();
+    let blocking = (0..ctx.pops.len() as u32)
+        .filter(|i| ctx.pops[*i as usize].definite && !in_prefix.contains(i))
+        .min_by_key(|&i| ctx.pops[i as usize].ret)
+        .map(|i| ctx.pops[i as usize].hist);
+    let mut state = format!("rev {}", model.revision());
+    let snap = model.snapshot(0);
+    for kv in snap.iter().take(16) {
+        state.push_str(&format!(", {:?}={:?}@{}", kv.key, kv.value, kv.mod_revision));
+    }
+    if snap.len() > 16 {
+        state.push_str(&format!(", … {} more keys", snap.len() - 16));
+    }
+    let history_ops = prefix[prefix.len().saturating_sub(8)..]
+        .iter()
+        .map(|&op| (ctx.pops[op as usize].hist, show_op(ctx.op(op))))
+        .collect();
+    Explanation {
+        prefix: prefix.iter().map(|&i| ctx.pops[i as usize].hist).collect(),
+        definite_total,
+        definite_placed: placed,
+        state,
+        unplaced,
+        blocking,
+        history_ops,
+    }
+}
+
+/// A short human-readable form of an operation.
+pub fn show_op(o: &Operation) -> String {
+    let outcome = match &o.outcome {
+        Outcome::Ok(r) => show_resp(r),
+        Outcome::Failed(e) => format!("failed: {e}"),
+        Outcome::Unknown(e) => format!("unknown: {e}"),
+    };
+    format!("client {} [{}..{}] {} -> {}", o.client, o.call, o.ret, show_req(&o.request), outcome)
+}
+
+fn show_range(key: &super::history::Bytes, end: &super::history::Bytes) -> String {
+    if end.is_empty() { format!("{key:?}") } else { format!("[{key:?}, {end:?})") }
+}
+
+/// A short form of a request.
+pub fn show_req(r: &Request) -> String {
+    let op = |op: &TxnOp| match op {
+        TxnOp::Range(g) => format!("get {}", show_range(&g.key, &g.range_end)),
+        TxnOp::Put(p) => format!("put {:?}={:?}", p.key, p.value),
+        TxnOp::Delete(d) => format!("delete {}", show_range(&d.key, &d.range_end)),
+    };
+    match r {
+        Request::Range(g) => {
+            let mut s = format!("get {}", show_range(&g.key, &g.range_end));
+            if g.revision != 0 {
+                s.push_str(&format!(" @{}", g.revision));
+            }
+            if g.limit != 0 {
+                s.push_str(&format!(" limit {}", g.limit));
+            }
+            if g.count_only {
+                s.push_str(" count-only");
+            }
+            s
+        }
+        Request::Put(p) => format!(
+            "put {:?}={:?}{}",
+            p.key,
+            p.value,
+            if p.lease != 0 { format!(" lease {}", p.lease) } else { String::new() }
+        ),
+        Request::DeleteRange(d) => format!("delete {}", show_range(&d.key, &d.range_end)),
+        Request::Txn(t) => format!(
+            "txn if {:?} then [{}] else [{}]",
+            t.compare.iter().map(|c| format!("{:?} {:?} {:?}", c.key, c.op, c.target)).collect::<Vec<_>>(),
+            t.success.iter().map(op).collect::<Vec<_>>().join(", "),
+            t.failure.iter().map(op).collect::<Vec<_>>().join(", ")
+        ),
+        Request::LeaseGrant { id, ttl } => format!("lease grant {id} ttl {ttl}"),
+        Request::LeaseRevoke { id } => format!("lease revoke {id}"),
+    }
+}
+
+/// A short form of a response.
+pub fn show_resp(r: &Response) -> String {
+    let kvs = |kvs: &[super::history::KeyValue]| {
+        kvs.iter()
+            .map(|kv| {
+                format!(
+                    "{:?}={:?}(c{} m{} v{})",
+                    kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match r {
+        Response::Range { revision, kvs: k, count, more } => {
+            format!("rev {revision} [{}] count {count}{}", kvs(k), if *more { " more" } else { "" })
+        }
+        Response::Put { revision, prev_kv } => match prev_kv {
+            Some(p) => format!("rev {revision} prev {}", kvs(std::slice::from_ref(p))),
+            None => format!("rev {revision}"),
+        },
+        Response::DeleteRange { revision, deleted, .. } => format!("rev {revision} deleted {deleted}"),
+        Response::Txn { revision, succeeded, responses } => {
+            format!("rev {revision} succeeded={succeeded} {responses:?}")
+        }
+        Response::LeaseGrant { revision, id } => format!("rev {revision} id {id}"),
+        Response::LeaseRevoke { revision } => format!("rev {revision}"),
+    }
+}
+
+/// The reference event log of a linearization: every event, in order, with
+/// its full prev_kv, from the (empty) initial keyspace.
+pub fn reference_events(history: &History, linearization: &[usize]) -> EventLog {
+    let mut model = KvModel::new(history.initial_revision);
+    let mut events = Vec::new();
+    for &i in linearization {
+        let o = &history.operations[i];
+        let _ = model.apply(&o.request, o.response(), Some(&mut events));
+    }
+    EventLog::new(history.initial_revision, model.revision(), Some(Default::default()), events)
+}
+
+/// The model after a linearization (to compare with a final read).
+pub fn final_model(history: &History, linearization: &[usize]) -> KvModel {
+    let mut model = KvModel::new(history.initial_revision);
+    for &i in linearization {
+        let o = &history.operations[i];
+        let _ = model.apply(&o.request, o.response(), None);
+    }
+    model
+}

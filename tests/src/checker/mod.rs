@@ -1,0 +1,94 @@
+//! Checkers for recorded histories of the robustness suite (issue 5).
+//!
+//! A harness records what its clients did into a [`History`] (KV
+//! operations with call and return times and outcomes, and watch streams),
+//! optionally reads the final keyspace into a [`FinalState`], and calls
+//! [`check_history`]. Each checker can also be called alone:
+//!
+//! - [`check_linearizable`]: the KV operations against an etcd MVCC model;
+//! - the watch validators in [`watch`] ([`check_ordered`], [`check_unique`],
+//!   [`check_atomic`], [`check_reliable`], [`check_resumable`],
+//!   [`check_bookmarkable`], [`check_prev_kv`], [`check_events_match`]);
+//! - [`check_revisions_monotonic`] and [`check_no_lost_writes`].
+//!
+//! See `docs/design/robustness-checkers.md`.
+
+pub mod history;
+pub mod invariants;
+pub mod linearizability;
+pub mod model;
+pub mod watch;
+
+#[cfg(test)]
+mod testgen;
+
+use std::fmt;
+
+pub use history::{
+    Bytes, ClientId, Compare, CompareOp, CompareTarget, DeleteRequest, History, KeyValue, Operation, Outcome,
+    PutRequest, RangeRequest, Request, Response, TxnOp, TxnOpResponse, TxnRequest,
+};
+pub use invariants::{FinalState, InvariantViolation, check_no_lost_writes, check_revisions_monotonic};
+pub use linearizability::{
+    CheckOptions, Explanation, LinearizabilityReport, Verdict, check_linearizable, reference_events,
+};
+pub use model::KvModel;
+pub use watch::{
+    Event, EventKind, EventLog, WatchRecord, WatchRequest, WatchResponse, WatchViolation, check_atomic,
+    check_bookmarkable, check_events_match, check_ordered, check_prev_kv, check_reliable, check_resumable,
+    check_unique, check_watch, check_watches,
+};
+
+/// Everything the checkers found in one history.
+#[derive(Debug)]
+pub struct Report {
+    pub linearizability: LinearizabilityReport,
+    /// The reference the watches were checked against: from the
+    /// linearization when there is one, else merged from the watches.
+    pub reference_from_linearization: bool,
+    pub watch: Vec<WatchViolation>,
+    pub invariants: Vec<InvariantViolation>,
+}
+
+impl Report {
+    /// No violation found and the linearizability search finished.
+    pub fn passed(&self) -> bool {
+        self.linearizability.is_linearizable() && self.watch.is_empty() && self.invariants.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.linearizability;
+        writeln!(
+            f,
+            "linearizability: {:?} ({} steps, {} segments, {:?})",
+            l.verdict, l.steps, l.segments, l.elapsed
+        )?;
+        if let Some(e) = &l.explanation {
+            write!(f, "{e}")?;
+        }
+        for v in &self.watch {
+            writeln!(f, "watch: {v}")?;
+        }
+        for v in &self.invariants {
+            writeln!(f, "invariant: {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every checker on `history`. `final_state` (a linearizable read of
+/// the whole keyspace after the run) enables the lost-write check.
+pub fn check_history(history: &History, final_state: Option<&FinalState>, opts: &CheckOptions) -> Report {
+    let linearizability = check_linearizable(history, opts);
+    let (merged, mut watch) = EventLog::from_watches(&history.watches);
+    let from_lin =
+        linearizability.is_linearizable().then(|| reference_events(history, &linearizability.linearization));
+    watch.extend(check_watches(&history.watches, Some(from_lin.as_ref().unwrap_or(&merged))));
+    let mut invariants = check_revisions_monotonic(history);
+    if let Some(fs) = final_state {
+        invariants.extend(check_no_lost_writes(history, fs, from_lin.as_ref()));
+    }
+    Report { linearizability, reference_from_linearization: from_lin.is_some(), watch, invariants }
+}
