@@ -95,6 +95,7 @@ pub enum CompactionMode {
 pub struct ServerPlan {
     pub node: NodeConfig,
     pub client_addrs: Vec<SocketAddr>,
+    pub peer_addrs: Vec<SocketAddr>,
     pub metrics_addrs: Vec<SocketAddr>,
     pub max_request_bytes: usize,
     pub auto_compaction: Option<keelson_raftstore::auto_compact::Policy>,
@@ -129,7 +130,6 @@ impl ServerArgs {
         let initial_cluster = parse_initial_cluster(&self.initial_cluster)?;
         let peer_urls = split_urls(&self.initial_advertise_peer_urls, "--initial-advertise-peer-urls")?;
         let client_urls = split_urls(&self.advertise_client_urls, "--advertise-client-urls")?;
-        split_urls(&self.listen_peer_urls, "--listen-peer-urls")?;
         let Some((_, cluster_urls)) = initial_cluster.iter().find(|(n, _)| *n == self.name) else {
             bail!(
                 "couldn't find local name {:?} in the initial cluster configuration {:?}",
@@ -149,19 +149,17 @@ impl ServerArgs {
                 self.initial_advertise_peer_urls
             );
         }
-        if initial_cluster.len() > 1 {
-            bail!(
-                "--initial-cluster lists {} members: multi-member clusters are not supported by this build yet",
-                initial_cluster.len()
-            );
+        let mut seen = std::collections::BTreeMap::new();
+        for (name, urls) in &initial_cluster {
+            for u in urls {
+                if let Some(other) = seen.insert(u.clone(), name.clone()) {
+                    bail!("--initial-cluster has duplicate url {u:?} (members {other:?} and {name:?})");
+                }
+            }
         }
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
-        if self.initial_cluster_state == ClusterState::Existing && !data_dir.join("member").exists() {
-            bail!(
-                "--initial-cluster-state=existing needs a running cluster to join; joining arrives with multi-member support"
-            );
-        }
         let client_addrs = listen_addrs(&self.listen_client_urls, "--listen-client-urls")?;
+        let peer_addrs = listen_addrs(&self.listen_peer_urls, "--listen-peer-urls")?;
         let metrics_addrs = match &self.listen_metrics_urls {
             Some(u) => listen_addrs(u, "--listen-metrics-urls")?,
             None => Vec::new(),
@@ -174,6 +172,10 @@ impl ServerArgs {
             data_dir,
             initial_cluster,
             initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_cluster_state: match self.initial_cluster_state {
+                ClusterState::New => keelson_raftstore::ClusterState::New,
+                ClusterState::Existing => keelson_raftstore::ClusterState::Existing,
+            },
             client_urls,
             peer_urls,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
@@ -188,10 +190,12 @@ impl ServerArgs {
                 max_request_bytes: self.max_request_bytes as usize,
                 ..Default::default()
             },
+            transport: Default::default(),
         };
         Ok(ServerPlan {
             node,
             client_addrs,
+            peer_addrs,
             metrics_addrs,
             max_request_bytes: self.max_request_bytes as usize,
             auto_compaction,
@@ -341,6 +345,12 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 /// Runs a member until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
+    // Listen on the peer URLs first: a member joining a cluster, or one of
+    // a new cluster, is reached by the others while it starts.
+    let mut peer_listeners = Vec::new();
+    for addr in &plan.peer_addrs {
+        peer_listeners.push(serve::bind(*addr).await.with_context(|| format!("listen for peers on {addr}"))?);
+    }
     let node = Node::start(plan.node).await.context("start member")?;
     tracing::info!(
         member = format_args!("{:x}", node.member_id()),
@@ -360,6 +370,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let mut servers = Vec::new();
+    for (listener, addr) in peer_listeners.into_iter().zip(&plan.peer_addrs) {
+        tracing::info!(%addr, "serving peer traffic");
+        let routes = node.peer_routes();
+        let mut server = node.transport().server();
+        let stop = stopped();
+        servers.push(tokio::spawn(async move {
+            // Nagle off on accepted connections too: appends and their
+            // answers are small and must not wait for a delayed ACK.
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await
+        }));
+    }
     for addr in plan.client_addrs {
         let listener = serve::bind(addr).await?;
         tracing::info!(%addr, "serving client traffic");

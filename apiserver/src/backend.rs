@@ -10,6 +10,7 @@ use std::sync::Arc;
 use keelson_mvcc::Store;
 use keelson_proto::etcdserverpb::LeaseTimeToLiveResponse;
 use keelson_proto::keelsonraftpb::{InternalRequest, InternalResponse};
+pub use keelson_raftstore::MemberChange;
 use keelson_watch::WatchHub;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,6 +34,28 @@ pub enum BackendError {
     /// This member is not the leader and cannot do what only a leader does.
     #[error("not leader")]
     NotLeader,
+    /// A leader change dropped the request; it may or may not have applied.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The connection to the leader broke after the request went out.
+    #[error("request timed out, possibly due to connection lost")]
+    ConnectionLost,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("unhealthy cluster")]
+    Unhealthy,
+    #[error("bad leader transferee")]
+    BadTransferee,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
     /// Anything else; the message is shown to the client.
     #[error("{0}")]
     Internal(String),
@@ -93,6 +116,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every lease id.
     fn lease_ids(&self) -> BoxFuture<'_, Result<Vec<i64>, BackendError>>;
+
+    /// Makes a membership change (the leader makes it; a follower forwards
+    /// it); returns the member added or changed and the members after.
+    fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> BoxFuture<'_, Result<(u64, Vec<MemberInfo>), BackendError>>;
+
+    /// Hands leadership to `target`; only the leader can.
+    fn move_leader(&self, target: u64) -> BoxFuture<'_, Result<(), BackendError>>;
 
     /// Counters for `/metrics`.
     fn raft_counters(&self) -> RaftCounters {

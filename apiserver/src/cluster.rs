@@ -1,9 +1,9 @@
 //! The `etcdserverpb.Cluster` service. MemberList answers from the
 //! member's view of the membership (after a read barrier if asked to be
-//! linearizable). Membership changes arrive with HA support: until then
-//! MemberAdd/Remove/Update/Promote first answer what etcd would answer for a
-//! request that is wrong anyway (unknown member, URL in use, bad URL, not a
-//! learner), and otherwise fail with `Unimplemented`.
+//! linearizable). MemberAdd/Remove/Update/Promote check the request as etcd
+//! does (bad URL, URL in use, unknown member, not a learner), then the
+//! leader makes the change through raft (`keelson_raftstore::membership`);
+//! a follower forwards it there.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use keelson_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, MemberInfo};
+use crate::backend::{Backend, MemberChange, MemberInfo};
 use crate::context::Ctx;
 use crate::errors::EtcdError;
 
@@ -26,6 +26,10 @@ pub struct ClusterService<B> {
 impl<B: Backend> ClusterService<B> {
     pub(crate) fn new(ctx: Arc<Ctx<B>>) -> Self {
         ClusterService { ctx }
+    }
+
+    async fn change(&self, change: MemberChange) -> Result<(u64, Vec<MemberInfo>), Status> {
+        Ok(self.ctx.backend.change_members(change).await?)
     }
 
     fn member(&self, id: u64) -> Result<MemberInfo, EtcdError> {
@@ -69,6 +73,11 @@ fn valid_url(url: &str) -> bool {
     }
 }
 
+fn sorted(mut members: Vec<MemberInfo>) -> Vec<Member> {
+    members.sort_by_key(|m| m.id);
+    members.into_iter().map(to_proto).collect()
+}
+
 pub(crate) fn to_proto(m: MemberInfo) -> Member {
     Member {
         id: m.id,
@@ -85,16 +94,35 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        self.check_peer_urls(&request.into_inner().peer_ur_ls, None)?;
-        Err(EtcdError::MembershipUnsupported.into())
+        let req = request.into_inner();
+        self.check_peer_urls(&req.peer_ur_ls, None)?;
+        let change = MemberChange::Add {
+            peer_urls: req.peer_ur_ls.clone(),
+            is_learner: req.is_learner,
+            name: String::new(),
+        };
+        let (id, members) = self.change(change).await?;
+        let member = members.iter().find(|m| m.id == id).cloned().unwrap_or(MemberInfo {
+            id,
+            peer_urls: req.peer_ur_ls,
+            is_learner: req.is_learner,
+            ..Default::default()
+        });
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.ctx.header(0)),
+            member: Some(to_proto(member)),
+            members: sorted(members),
+        }))
     }
 
     async fn member_remove(
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.member(request.into_inner().id)?;
-        Err(EtcdError::MembershipUnsupported.into())
+        let id = request.into_inner().id;
+        self.member(id)?;
+        let (_, members) = self.change(MemberChange::Remove(id)).await?;
+        Ok(Response::new(MemberRemoveResponse { header: Some(self.ctx.header(0)), members: sorted(members) }))
     }
 
     async fn member_update(
@@ -104,7 +132,14 @@ impl<B: Backend> Cluster for ClusterService<B> {
         let req = request.into_inner();
         self.member(req.id)?;
         self.check_peer_urls(&req.peer_ur_ls, Some(req.id))?;
-        Err(EtcdError::MembershipUnsupported.into())
+        let change = MemberChange::Update {
+            id: req.id,
+            peer_urls: req.peer_ur_ls,
+            name: String::new(),
+            client_urls: Vec::new(),
+        };
+        let (_, members) = self.change(change).await?;
+        Ok(Response::new(MemberUpdateResponse { header: Some(self.ctx.header(0)), members: sorted(members) }))
     }
 
     async fn member_list(
@@ -114,9 +149,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         if request.into_inner().linearizable {
             self.ctx.backend.read_barrier().await?;
         }
-        let mut members = self.ctx.backend.members();
-        members.sort_by_key(|m| m.id);
-        let members = members.into_iter().map(to_proto).collect();
+        let members = sorted(self.ctx.backend.members());
         Ok(Response::new(MemberListResponse { header: Some(self.ctx.header(0)), members }))
     }
 
@@ -124,10 +157,15 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        if !self.member(request.into_inner().id)?.is_learner {
+        let id = request.into_inner().id;
+        if !self.member(id)?.is_learner {
             return Err(EtcdError::MemberNotLearner.into());
         }
-        Err(EtcdError::MembershipUnsupported.into())
+        let (_, members) = self.change(MemberChange::Promote(id)).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.ctx.header(0)),
+            members: sorted(members),
+        }))
     }
 }
 
@@ -136,7 +174,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::testing::{MEMBER_ID, TestServer};
+    use crate::testing::{MEMBER_ID, TEST_BACKEND_NO_MEMBERSHIP, TestServer};
 
     #[test]
     fn urls_are_checked_like_etcd() {
@@ -172,11 +210,9 @@ mod tests {
             c.member_add(bad).await.unwrap_err().message(),
             "etcdserver: given member URLs are invalid"
         );
+        // A valid change reaches the backend (the test backend makes none).
         let fine = MemberAddRequest { peer_ur_ls: vec!["http://10.0.0.2:2380".into()], is_learner: true };
         let err = c.member_add(fine).await.unwrap_err();
-        assert_eq!(err.code(), Code::Unimplemented);
-        assert!(err.message().contains("HA support"), "{}", err.message());
-        let err = c.member_remove(MemberRemoveRequest { id: MEMBER_ID }).await.unwrap_err();
-        assert_eq!(err.code(), Code::Unimplemented);
+        assert_eq!(err.message(), TEST_BACKEND_NO_MEMBERSHIP);
     }
 }

@@ -63,14 +63,14 @@ pub enum EtcdError {
     MemberNotFound,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
-    /// Keelson-specific: membership changes come with the HA work.
-    #[error("etcdserver: membership changes are not supported yet (they arrive with HA support)")]
-    MembershipUnsupported,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
-    /// Keelson-specific: leader transfer comes with the HA work.
-    #[error("etcdserver: leader transfer is not supported yet (it arrives with HA support)")]
-    LeaderTransferUnsupported,
 
     // Auth (Keelson has no auth store behind the etcd API yet).
     #[error("etcdserver: authentication is not enabled")]
@@ -93,6 +93,10 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    TimeoutDueToConnectionLost,
 
     /// Downgrade and other etcd features Keelson does not have.
     #[error("etcdserver: {0} is not supported by keelson")]
@@ -115,10 +119,13 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | MemberExists | PeerUrlExists | MemberNotLearner | BadLeaderTransferee
-            | NotLeader | AuthNotEnabled | UserNotFound | RoleNotFound => Code::FailedPrecondition,
-            NoLeader | Stopped | Timeout => Code::Unavailable,
-            MembershipUnsupported | LeaderTransferUnsupported | Unsupported(_) => Code::Unimplemented,
+            LeaseExists | MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady
+            | TooManyLearners | BadLeaderTransferee | NotLeader | AuthNotEnabled | UserNotFound
+            | RoleNotFound => Code::FailedPrecondition,
+            NoLeader | Stopped | Timeout | LeaderChanged | TimeoutDueToConnectionLost | Unhealthy => {
+                Code::Unavailable
+            }
+            Unsupported(_) => Code::Unimplemented,
             Unknown(_) => Code::Unknown,
         }
     }
@@ -178,6 +185,16 @@ impl From<BackendError> for EtcdError {
             BackendError::Timeout => EtcdError::Timeout,
             BackendError::LeaseNotFound => EtcdError::LeaseNotFound,
             BackendError::NotLeader => EtcdError::NotLeader,
+            BackendError::LeaderChanged => EtcdError::LeaderChanged,
+            BackendError::ConnectionLost => EtcdError::TimeoutDueToConnectionLost,
+            BackendError::MemberNotFound => EtcdError::MemberNotFound,
+            BackendError::MemberExists => EtcdError::MemberExists,
+            BackendError::PeerUrlExists => EtcdError::PeerUrlExists,
+            BackendError::MemberNotLearner => EtcdError::MemberNotLearner,
+            BackendError::LearnerNotReady => EtcdError::LearnerNotReady,
+            BackendError::Unhealthy => EtcdError::Unhealthy,
+            BackendError::BadTransferee => EtcdError::BadLeaderTransferee,
+            BackendError::TooManyLearners => EtcdError::TooManyLearners,
             BackendError::Internal(msg) => EtcdError::Unknown(msg),
         }
     }

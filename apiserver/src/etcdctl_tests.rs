@@ -214,8 +214,8 @@ async fn etcdctl_member_list_and_membership_errors() {
     );
     let err = srv.etcdctl_err(&["member", "remove", "1234"]).await;
     assert!(err.contains("etcdserver: member not found"), "{err}");
-    let err = srv.etcdctl_err(&["member", "add", "n2", "--peer-urls=http://10.0.0.2:2380"]).await;
-    assert!(err.contains("membership changes are not supported yet"), "{err}");
+    let err = srv.etcdctl_err(&["member", "add", "n2", "--peer-urls=http://127.0.0.1:2380"]).await;
+    assert!(err.contains("etcdserver: Peer URLs already exists"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,10 +159,10 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         match self.ctx.backend.members().into_iter().find(|m| m.id == target) {
             None => Err(EtcdError::BadLeaderTransferee.into()),
             Some(m) if m.is_learner => Err(EtcdError::BadLeaderTransferee.into()),
-            Some(m) if m.id == st.member_id => {
+            Some(_) => {
+                self.ctx.backend.move_leader(target).await?;
                 Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.header(0)) }))
             }
-            Some(_) => Err(EtcdError::LeaderTransferUnsupported.into()),
         }
     }
 

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keelson_mvcc::Store;
-use keelson_proto::etcdserverpb::{LeaseTimeToLiveResponse, ResponseHeader};
+use keelson_proto::etcdserverpb::LeaseTimeToLiveResponse;
 use keelson_proto::keelsonraftpb::{InternalRequest, InternalResponse};
 use keelson_raftstore::{Node, ProposeError};
 use keelson_watch::WatchHub;
 use tokio::io::AsyncReadExt;
 
 use crate::backend::{
-    Backend, BackendError, BoxFuture, MemberInfo, MemberStatus, RaftCounters, SnapshotReader,
+    Backend, BackendError, BoxFuture, MemberChange, MemberInfo, MemberStatus, RaftCounters, SnapshotReader,
 };
 
 /// Serves the gRPC services from a [`Node`].
@@ -24,8 +24,23 @@ fn backend_error(e: ProposeError) -> BackendError {
         ProposeError::NotLeader { .. } => BackendError::NotLeader,
         ProposeError::Timeout => BackendError::Timeout,
         ProposeError::Stopped => BackendError::Stopped,
+        ProposeError::LeaderChanged => BackendError::LeaderChanged,
+        ProposeError::ConnectionLost => BackendError::ConnectionLost,
+        ProposeError::LeaseNotFound => BackendError::LeaseNotFound,
+        ProposeError::MemberNotFound => BackendError::MemberNotFound,
+        ProposeError::MemberExists => BackendError::MemberExists,
+        ProposeError::PeerUrlExists => BackendError::PeerUrlExists,
+        ProposeError::MemberNotLearner => BackendError::MemberNotLearner,
+        ProposeError::LearnerNotReady => BackendError::LearnerNotReady,
+        ProposeError::Unhealthy => BackendError::Unhealthy,
+        ProposeError::BadTransferee => BackendError::BadTransferee,
+        ProposeError::TooManyLearners => BackendError::TooManyLearners,
         ProposeError::Internal(m) => BackendError::Internal(m),
     }
+}
+
+fn member_info((id, m, is_learner): (u64, keelson_raftstore::types::Member, bool)) -> MemberInfo {
+    MemberInfo { id, name: m.name, peer_urls: m.peer_urls, client_urls: m.client_urls, is_learner }
 }
 
 /// Chunk size of a streamed snapshot.
@@ -62,26 +77,11 @@ impl Backend for NodeBackend {
     }
 
     fn members(&self) -> Vec<MemberInfo> {
-        self.0
-            .members()
-            .into_iter()
-            .map(|(id, m, is_learner)| MemberInfo {
-                id,
-                name: m.name,
-                peer_urls: m.peer_urls,
-                client_urls: m.client_urls,
-                is_learner,
-            })
-            .collect()
+        self.0.members().into_iter().map(member_info).collect()
     }
 
     fn lease_keep_alive(&self, id: i64) -> BoxFuture<'_, Result<i64, BackendError>> {
-        Box::pin(async move {
-            match self.0.lease_keep_alive(id).map_err(backend_error)? {
-                Some(ttl) => Ok(ttl),
-                None => Err(BackendError::LeaseNotFound),
-            }
-        })
+        Box::pin(async move { self.0.lease_keep_alive(id).await.map_err(backend_error) })
     }
 
     fn lease_time_to_live(
@@ -89,21 +89,21 @@ impl Backend for NodeBackend {
         id: i64,
         keys: bool,
     ) -> BoxFuture<'_, Result<LeaseTimeToLiveResponse, BackendError>> {
+        Box::pin(async move { self.0.lease_time_to_live(id, keys).await.map_err(backend_error) })
+    }
+
+    fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> BoxFuture<'_, Result<(u64, Vec<MemberInfo>), BackendError>> {
         Box::pin(async move {
-            let header =
-                Some(ResponseHeader { revision: self.0.store().current_revision(), ..Default::default() });
-            Ok(match self.0.lessor().info(id, keys) {
-                Some(info) => LeaseTimeToLiveResponse {
-                    header,
-                    id,
-                    ttl: info.remaining_ttl,
-                    granted_ttl: info.granted_ttl,
-                    keys: info.keys,
-                },
-                // etcd answers a missing lease with TTL -1, not an error.
-                None => LeaseTimeToLiveResponse { header, id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
-            })
+            let (id, members) = self.0.change_members(change).await.map_err(backend_error)?;
+            Ok((id, members.into_iter().map(member_info).collect()))
         })
+    }
+
+    fn move_leader(&self, target: u64) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move { self.0.move_leader(target).await.map_err(backend_error) })
     }
 
     fn lease_ids(&self) -> BoxFuture<'_, Result<Vec<i64>, BackendError>> {

@@ -39,6 +39,8 @@ use crate::config::GrpcConfig;
 pub const CLUSTER_ID: u64 = 0xc1c1_0000_0000_0001;
 pub const MEMBER_ID: u64 = 0x8e9e_05c5_2164_694d;
 pub const RAFT_TERM: u64 = 7;
+/// What the test backend answers a membership change: it has one member.
+pub const TEST_BACKEND_NO_MEMBERSHIP: &str = "the test backend has one member and changes no membership";
 /// Size of the fake snapshot: not a multiple of 512, to exercise padding.
 pub const SNAPSHOT_BYTES: usize = 100_003;
 
@@ -263,6 +265,17 @@ impl Backend for FakeBackend {
             };
             Ok(LeaseTimeToLiveResponse { header: None, id, ttl: remaining, granted_ttl: ttl, keys })
         })
+    }
+
+    fn change_members(
+        &self,
+        _change: crate::backend::MemberChange,
+    ) -> BoxFuture<'_, Result<(u64, Vec<MemberInfo>), BackendError>> {
+        Box::pin(async move { Err(BackendError::Internal(TEST_BACKEND_NO_MEMBERSHIP.into())) })
+    }
+
+    fn move_leader(&self, target: u64) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move { if target == MEMBER_ID { Ok(()) } else { Err(BackendError::BadTransferee) } })
     }
 
     fn lease_ids(&self) -> BoxFuture<'_, Result<Vec<i64>, BackendError>> {

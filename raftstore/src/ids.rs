@@ -7,11 +7,25 @@
 use sha1::{Digest, Sha1};
 
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    member_id_hash(peer_urls, token, None)
+}
+
+/// The id of a member added at `unix_secs` (etcd's `NewMember` with a
+/// time): the same hash with the time's decimal digits appended, so a member
+/// added again with the same URLs gets a new id.
+pub fn member_id_at(peer_urls: &[String], token: &str, unix_secs: u64) -> u64 {
+    member_id_hash(peer_urls, token, Some(unix_secs))
+}
+
+fn member_id_hash(peer_urls: &[String], token: &str, unix_secs: Option<u64>) -> u64 {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let mut h = Sha1::new();
     h.update(urls.concat().as_bytes());
     h.update(token.as_bytes());
+    if let Some(t) = unix_secs {
+        h.update(t.to_string().as_bytes());
+    }
     first_u64(&h.finalize())
 }
 
@@ -48,5 +62,8 @@ mod tests {
         rev.reverse();
         assert_eq!(member_id(&two, "t"), member_id(&rev, "t"));
         assert_eq!(cluster_id([1, 2, 3]), cluster_id([3, 1, 2]));
+        let added = member_id_at(&["http://127.0.0.1:2380".into()], "etcd-cluster", 1_700_000_000);
+        assert_ne!(added, a);
+        assert_ne!(added, member_id_at(&["http://127.0.0.1:2380".into()], "etcd-cluster", 1_700_000_001));
     }
 }

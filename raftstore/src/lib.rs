@@ -18,9 +18,10 @@
 pub use openraft;
 
 pub mod auto_compact;
+mod forward;
 pub mod ids;
 pub mod lessor;
-pub mod network;
+pub mod membership;
 pub mod node;
 pub mod snapshot;
 pub mod state_machine;
@@ -28,7 +29,8 @@ pub mod transport;
 pub mod types;
 pub mod wal;
 
-pub use node::{Node, NodeConfig, NodeStatus, ProposeError, StartError};
+pub use membership::MemberChange;
+pub use node::{ClusterState, Node, NodeConfig, NodeStatus, ProposeError, StartError};
 pub use types::TypeConfig;
 pub use wal::WalConfig;
 pub use wal::WalError;

@@ -5,7 +5,7 @@
 //! open the store, rebuild leases, open the WAL, start openraft, and on a new
 //! data dir initialise the cluster from `--initial-cluster`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,20 +14,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keelson_mvcc::Store;
-use keelson_proto::etcdserverpb::LeaseRevokeRequest;
+use keelson_proto::etcdserverpb::{LeaseRevokeRequest, LeaseTimeToLiveResponse, ResponseHeader};
 use keelson_proto::keelsonraftpb::internal_request::Request;
 use keelson_proto::keelsonraftpb::{InternalRequest, InternalResponse};
+use keelson_proto::keelsonraftpeerpb as pb;
+use keelson_proto::keelsonraftpeerpb::forward_client::ForwardClient;
 use keelson_watch::{WatchConfig, WatchHub};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ReadPolicy, ServerState, SnapshotPolicy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tonic::transport::Channel;
 
+use crate::forward::{forward_service, from_wire, never_sent};
 use crate::ids;
 use crate::lessor::Lessor;
-use crate::network::NoPeers;
-use crate::state_machine::{Shared, StateMachine, StoreSource, load_leases};
+use crate::state_machine::{Shared, StateMachine, StoreHandle};
+use crate::transport::{GrpcNetwork, LocalIdentity, TransportConfig};
 use crate::types::{Command, Member, TypeConfig};
 use crate::wal::{WalConfig, WalLogStore};
 
@@ -42,6 +47,8 @@ pub struct NodeConfig {
     pub initial_cluster: Vec<(String, Vec<String>)>,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
     /// `--advertise-client-urls`.
     pub client_urls: Vec<String>,
     /// `--initial-advertise-peer-urls`.
@@ -54,6 +61,18 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     pub mvcc: keelson_mvcc::Config,
     pub watch: WatchConfig,
+    /// The peer transport's settings.
+    pub transport: TransportConfig,
+}
+
+/// `--initial-cluster-state`: form a new cluster from `--initial-cluster`,
+/// or join a running one that already lists this member (added with
+/// MemberAdd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    #[default]
+    New,
+    Existing,
 }
 
 /// Why a member could not start.
@@ -73,6 +92,8 @@ pub enum StartError {
     NewerFormat { path: PathBuf, found: u32, supported: u32 },
     #[error("member {name:?} is not in --initial-cluster")]
     NotInCluster { name: String },
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("read data dir identity {path}")]
     Identity {
         path: PathBuf,
@@ -80,7 +101,7 @@ pub enum StartError {
         source: io::Error,
     },
     #[error("open mvcc store")]
-    Mvcc(#[source] keelson_mvcc::MvccError),
+    Mvcc(#[source] crate::state_machine::OpenStoreError),
     #[error("open wal")]
     Wal(#[source] crate::wal::WalError),
     #[error("load leases")]
@@ -93,8 +114,8 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a proposal or read barrier failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a proposal, a read barrier, a lease or a membership request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     #[error("no leader")]
     NoLeader,
@@ -104,6 +125,32 @@ pub enum ProposeError {
     Timeout,
     #[error("server stopped")]
     Stopped,
+    /// The entry was dropped by a leader change; it may or may not have
+    /// been applied.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The connection to the leader broke after the request went out: it
+    /// may or may not have been applied.
+    #[error("request timed out, possibly due to connection lost")]
+    ConnectionLost,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("unhealthy cluster")]
+    Unhealthy,
+    #[error("bad leader transferee")]
+    BadTransferee,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
     #[error("{0}")]
     Internal(String),
 }
@@ -141,6 +188,12 @@ pub struct Node {
     shared: Arc<Shared>,
     member_id: u64,
     cluster_id: u64,
+    name: String,
+    client_urls: Vec<String>,
+    token: String,
+    network: GrpcNetwork,
+    transport: TransportConfig,
+    election_timeout: Duration,
     request_timeout: Duration,
     lease_ids: AtomicU64,
     wal: WalLogStore,
@@ -162,74 +215,80 @@ impl Node {
         let member_dir = cfg.data_dir.join("member");
         std::fs::create_dir_all(&member_dir)
             .map_err(|source| StartError::CreateDir { path: member_dir.clone(), source })?;
-        let members = ids::members_of(&cfg.initial_cluster, &cfg.initial_cluster_token);
-        let Some(&(member_id, _)) = members.iter().find(|(_, name)| *name == cfg.name) else {
-            return Err(StartError::NotInCluster { name: cfg.name.clone() });
+        let identity = match read_identity(&member_dir)? {
+            Some(found) => {
+                check_identity(&member_dir, &found, &cfg)?;
+                found
+            }
+            None => {
+                let identity = match cfg.initial_cluster_state {
+                    ClusterState::New => new_identity(&cfg)?,
+                    ClusterState::Existing => join_identity(&cfg).await?,
+                };
+                write_identity(&member_dir, &identity)?;
+                identity
+            }
         };
-        let cluster_id = ids::cluster_id(members.iter().map(|(id, _)| *id));
-        let identity = Identity {
-            format: DATA_FORMAT,
-            cluster_id,
-            member_id,
-            name: cfg.name.clone(),
-            cluster_token: cfg.initial_cluster_token.clone(),
-        };
-        check_identity(&member_dir, &identity)?;
+        let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
 
         let mvcc_cfg = keelson_mvcc::Config { member_id, ..cfg.mvcc.clone() };
-        let store = Arc::new(Store::open(member_dir.join("kv"), mvcc_cfg).map_err(StartError::Mvcc)?);
+        let store = StoreHandle::open(member_dir.join("kv"), mvcc_cfg).map_err(StartError::Mvcc)?;
         let min_ttl = (cfg.election_timeout.as_millis() as i64 * 3 / 2 + 999) / 1000;
         let lessor = Arc::new(Lessor::new(min_ttl));
-        load_leases(&store, &lessor).map_err(StartError::Leases)?;
-        let hub = WatchHub::start(
-            Arc::new(StoreSource(store.clone())),
-            cfg.watch.clone(),
-            store.current_revision(),
-            store.compacted_revision(),
-        )
-        .map_err(|e| StartError::Watch(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            store,
-            hub,
-            lessor,
-            member_id,
-            snap_dir: member_dir.join("snap"),
-            compaction_waits: parking_lot::Mutex::new(HashMap::new()),
-        });
+        let (revision, compacted) = {
+            let current = store.load();
+            (current.current_revision(), current.compacted_revision())
+        };
+        let hub = WatchHub::start(Arc::new(store.clone()), cfg.watch.clone(), revision, compacted)
+            .map_err(|e| StartError::Watch(e.to_string()))?;
+        let shared = Arc::new(
+            Shared::new(&store, hub, lessor, member_id, member_dir.join("snap"))
+                .map_err(StartError::Leases)?,
+        );
 
         // The committed position rides behind the entries it covers and is
         // synced by the next group commit (as etcd does): one fsync per write.
         let wal_config = WalConfig { sync_committed: false, ..WalConfig::default() };
         let log_store = WalLogStore::open(member_dir.join("wal"), wal_config).map_err(StartError::Wal)?;
         let wal = log_store.clone();
-        let heartbeat = cfg.heartbeat_interval.as_millis() as u64;
-        let election = cfg.election_timeout.as_millis() as u64;
+        let heartbeat = (cfg.heartbeat_interval.as_millis() as u64).max(1);
+        let election = (cfg.election_timeout.as_millis() as u64).max(heartbeat + 1);
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
-            heartbeat_interval: heartbeat.max(1),
-            election_timeout_min: election.max(heartbeat + 1),
-            election_timeout_max: election.max(heartbeat + 1) * 2,
+            heartbeat_interval: heartbeat,
+            // A narrow spread: a follower first waits out the leader lease
+            // (the maximum), then its own timeout, so a new leader comes
+            // about 2.2 election timeouts after the old one stopped.
+            election_timeout_min: election,
+            election_timeout_max: (election * 6 / 5).max(election + 1),
+            enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: 5000.min(cfg.snapshot_count),
             ..Default::default()
         }
         .validate()
         .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+        let network = GrpcNetwork::new(cluster_id, member_id, cfg.transport.clone());
         let raft = Raft::new(
             member_id,
             Arc::new(raft_config),
-            NoPeers,
+            network.clone(),
             log_store,
             StateMachine::new(shared.clone()),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && cfg.initial_cluster_state == ClusterState::New {
+            // Every member initializes with the same entry; a member's
+            // client URLs join it when the member publishes them, except in
+            // a cluster of one.
+            let single = cfg.initial_cluster.len() == 1;
             let mut init = BTreeMap::new();
             for (name, urls) in &cfg.initial_cluster {
-                let (id, _) = members.iter().find(|(_, n)| n == name).expect("computed from the same list");
-                let client_urls = if *name == cfg.name { cfg.client_urls.clone() } else { Vec::new() };
-                init.insert(*id, Member { name: name.clone(), peer_urls: urls.clone(), client_urls });
+                let id = ids::member_id(urls, &cfg.initial_cluster_token);
+                let client_urls = if single { cfg.client_urls.clone() } else { Vec::new() };
+                init.insert(id, Member { name: name.clone(), peer_urls: urls.clone(), client_urls });
             }
             raft.initialize(init).await.map_err(|e| StartError::Raft(e.to_string()))?;
         }
@@ -243,6 +302,12 @@ impl Node {
             shared,
             member_id,
             cluster_id,
+            name: cfg.name.clone(),
+            client_urls: cfg.client_urls.clone(),
+            token: identity.cluster_token.clone(),
+            network,
+            transport: cfg.transport.clone(),
+            election_timeout: cfg.election_timeout,
             request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
             lease_ids: AtomicU64::new(unix_ms << 8),
             wal,
@@ -253,8 +318,28 @@ impl Node {
         });
         let t1 = tokio::spawn(leadership_loop(Arc::downgrade(&node), cfg.election_timeout));
         let t2 = tokio::spawn(lease_expiry_loop(Arc::downgrade(&node)));
-        node.tasks.lock().extend([t1, t2]);
+        let t3 = tokio::spawn(Node::publish_loop(Arc::downgrade(&node)));
+        node.tasks.lock().extend([t1, t2, t3]);
         Ok(node)
+    }
+
+    /// What serves this member's peer URLs: raft's RPCs and the requests
+    /// other members forward to it. Serve them with
+    /// `TransportConfig::server()`.
+    pub fn peer_routes(self: &Arc<Self>) -> tonic::service::Routes {
+        crate::transport::peer_routes(
+            self.raft.clone(),
+            self.cluster_id,
+            self.member_id,
+            self.shared.snap_dir.clone(),
+            &self.transport,
+        )
+        .add_service(forward_service(Arc::downgrade(self), &self.transport))
+    }
+
+    /// The peer transport's settings.
+    pub fn transport(&self) -> &TransportConfig {
+        &self.transport
     }
 
     pub fn member_id(&self) -> u64 {
@@ -265,8 +350,9 @@ impl Node {
         self.cluster_id
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.shared.store
+    /// The current store (a snapshot from the leader replaces it).
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.load()
     }
 
     pub fn hub(&self) -> &WatchHub {
@@ -275,6 +361,35 @@ impl Node {
 
     pub fn lessor(&self) -> &Lessor {
         &self.shared.lessor
+    }
+
+    pub(crate) fn raft(&self) -> &Raft<TypeConfig, StateMachine> {
+        &self.raft
+    }
+
+    pub(crate) fn identity(&self) -> LocalIdentity {
+        LocalIdentity { cluster_id: self.cluster_id, member_id: self.member_id }
+    }
+
+    pub(crate) fn route(&self, target: u64) -> pb::Route {
+        self.network.route(target)
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The name and client URLs this member publishes.
+    pub(crate) fn advertised(&self) -> (String, Vec<String>) {
+        (self.name.clone(), self.client_urls.clone())
+    }
+
+    pub(crate) fn forget_peer(&self, id: u64) {
+        self.network.forget(id);
     }
 
     /// Leader changes seen and proposals that failed, since start.
@@ -287,57 +402,212 @@ impl Node {
         self.wal.stats()
     }
 
-    /// Replicates `req` through the log and waits until it is applied here.
+    /// The leader, waiting for one during an election: at most two
+    /// election timeouts (and not past `deadline`), then "no leader".
+    pub(crate) async fn wait_for_leader(&self, deadline: Instant) -> Result<u64, ProposeError> {
+        let mut rx = self.raft.server_metrics();
+        let until = deadline.min(Instant::now() + 2 * self.election_timeout);
+        loop {
+            if let Some(leader) = rx.borrow_watched().current_leader {
+                return Ok(leader);
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ProposeError::Stopped),
+                Err(_) => return Err(ProposeError::NoLeader),
+            }
+        }
+    }
+
+    /// A client of `leader`'s forwarding service, over the member's one
+    /// channel to it.
+    pub(crate) fn forward_client(&self, leader: u64) -> Result<ForwardClient<Channel>, ProposeError> {
+        let members = self.members();
+        let Some((_, member, _)) = members.iter().find(|(id, _, _)| *id == leader) else {
+            return Err(ProposeError::NoLeader);
+        };
+        let url = member.peer_urls.first().ok_or(ProposeError::NoLeader)?;
+        let channel = self.network.channel(leader, url).map_err(ProposeError::Internal)?;
+        Ok(ForwardClient::new(channel)
+            .max_decoding_message_size(self.transport.max_message_bytes)
+            .max_encoding_message_size(self.transport.max_message_bytes))
+    }
+
+    /// Replicates `req` through the log (forwarding it to the leader from a
+    /// follower) and waits until it is applied here.
     pub async fn propose(&self, mut req: InternalRequest) -> Result<InternalResponse, ProposeError> {
         if let Some(Request::LeaseGrant(g)) = &mut req.request
             && g.id == 0
         {
             g.id = self.next_lease_id();
         }
+        let result = self.propose_anywhere(req).await;
+        if result.is_err() {
+            self.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn propose_anywhere(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
+        let mut encoded = None;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let result = if leader == self.member_id {
+                self.propose_here(req.clone()).await.map(|(resp, _)| resp)
+            } else {
+                let bytes = encoded.get_or_insert_with(|| Bytes::from(req.encode_to_vec())).clone();
+                self.forward_propose(leader, bytes, deadline, physical).await
+            };
+            match result {
+                // Not taken: the leader changed under us; try the new one.
+                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(ProposeError::NotLeader { .. }) => return Err(ProposeError::Timeout),
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes `req` on this member, which must be the leader; returns
+    /// what applying it answered and its log index.
+    pub(crate) async fn propose_here(
+        &self,
+        req: InternalRequest,
+    ) -> Result<(InternalResponse, u64), ProposeError> {
         let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
         let cmd = Command(Bytes::from(req.encode_to_vec()));
         let written = tokio::time::timeout(self.request_timeout, self.raft.client_write(cmd))
             .await
-            .map_err(|_| ProposeError::Timeout)
-            .inspect_err(|_| {
-                self.proposals_failed.fetch_add(1, Ordering::Relaxed);
-            })?
+            .map_err(|_| ProposeError::Timeout)?
             .map_err(|e| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
-                    Some(l) => ProposeError::NotLeader { leader: Some(l) },
-                    None => ProposeError::NoLeader,
-                },
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader { leader: f.leader_id }
+                }
+                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ProposeError::LeaderChanged,
                 RaftError::APIError(other) => ProposeError::Internal(other.to_string()),
                 RaftError::Fatal(_) => ProposeError::Stopped,
             })?;
         let resp = InternalResponse::decode(written.data.0)
             .map_err(|e| ProposeError::Internal(format!("decode apply result: {e}")))?;
         if physical {
-            let wait = self.shared.compaction_waits.lock().remove(&written.log_id.index);
-            if let Some(wait) = wait {
-                let _ = tokio::task::spawn_blocking(move || wait.wait()).await;
-            }
+            self.wait_compaction(written.log_id.index).await;
         }
-        Ok(resp)
+        Ok((resp, written.log_id.index))
+    }
+
+    async fn forward_propose(
+        &self,
+        leader: u64,
+        request: Bytes,
+        deadline: Instant,
+        physical: bool,
+    ) -> Result<InternalResponse, ProposeError> {
+        let mut client = self.forward_client(leader)?;
+        let req = pb::ProposeRequest { route: Some(self.route(leader)), request };
+        let resp = match tokio::time::timeout_at(deadline, client.propose(req)).await {
+            Err(_) => return Err(ProposeError::Timeout),
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) if never_sent(&s) => return Err(ProposeError::NotLeader { leader: None }),
+            Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                return Err(ProposeError::Internal(s.message().to_string()));
+            }
+            Ok(Err(_)) => return Err(ProposeError::ConnectionLost),
+        };
+        match resp.result {
+            Some(pb::propose_response::Result::Response(bytes)) => {
+                let decoded = InternalResponse::decode(bytes)
+                    .map_err(|e| ProposeError::Internal(format!("decode forwarded result: {e}")))?;
+                // Answer once the write is visible here too.
+                self.wait_applied(resp.index, deadline).await?;
+                if physical {
+                    self.wait_compaction(resp.index).await;
+                }
+                Ok(decoded)
+            }
+            Some(pb::propose_response::Result::Error(e)) => Err(from_wire(e)),
+            None => Err(ProposeError::Internal("empty answer to a forwarded write".into())),
+        }
+    }
+
+    /// Waits for the physical compaction applied at log `index` here.
+    async fn wait_compaction(&self, index: u64) {
+        let wait = self.shared.compaction_waits.lock().remove(&index);
+        if let Some(wait) = wait {
+            let _ = tokio::task::spawn_blocking(move || wait.wait()).await;
+        }
+    }
+
+    /// Waits until this member has applied log `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
+        let mut progress = self.raft.watch_apply_progress();
+        let reached = progress.wait_until(|applied| applied.as_ref().is_some_and(|l| l.index >= index));
+        match tokio::time::timeout_at(deadline, reached).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::Timeout),
+        }
     }
 
     /// Waits until this member has applied everything committed before the
-    /// call, as confirmed by the leader (read index).
+    /// call, as confirmed by the leader (read index): from the leader itself,
+    /// or asked of it over the peer channel.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
-            .await
-            .map_err(|_| ProposeError::Timeout)?
-            .map(|_| ())
-            .map_err(|e| match e {
-                RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f)) => {
-                    match f.leader_id {
-                        Some(l) => ProposeError::NotLeader { leader: Some(l) },
-                        None => ProposeError::NoLeader,
-                    }
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let result = if leader == self.member_id {
+                self.read_index_here().await
+            } else {
+                self.forward_read_index(leader, deadline).await
+            };
+            match result {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                // Reads change nothing: ask again while there is time.
+                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                RaftError::APIError(other) => ProposeError::Internal(other.to_string()),
-                RaftError::Fatal(_) => ProposeError::Stopped,
-            })
+                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost) => {
+                    return Err(ProposeError::Timeout);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The read index, on the leader: confirms leadership with a quorum and
+    /// returns the log index a linearizable read must wait for.
+    pub(crate) async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        let linearizer =
+            tokio::time::timeout(self.request_timeout, self.raft.get_read_linearizer(ReadPolicy::ReadIndex))
+                .await
+                .map_err(|_| ProposeError::Timeout)?
+                .map_err(|e| match e {
+                    RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f)) => {
+                        ProposeError::NotLeader { leader: f.leader_id }
+                    }
+                    RaftError::APIError(other) => ProposeError::Internal(other.to_string()),
+                    RaftError::Fatal(_) => ProposeError::Stopped,
+                })?;
+        Ok(linearizer.read_log_id().log_id().index)
+    }
+
+    async fn forward_read_index(&self, leader: u64, deadline: Instant) -> Result<u64, ProposeError> {
+        let mut client = self.forward_client(leader)?;
+        let req = pb::RouteOnly { route: Some(self.route(leader)) };
+        match tokio::time::timeout_at(deadline, client.read_index(req)).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Err(_)) => Err(ProposeError::ConnectionLost),
+            Ok(Ok(r)) => match r.into_inner().result {
+                Some(pb::read_index_response::Result::Index(i)) => Ok(i),
+                Some(pb::read_index_response::Result::Error(e)) => Err(from_wire(e)),
+                None => Err(ProposeError::Internal("empty answer to a read index request".into())),
+            },
+        }
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -365,19 +635,113 @@ impl Node {
         m.membership().nodes().map(|(id, node)| (*id, node.clone(), !voters.contains(id))).collect()
     }
 
-    /// Renews a lease (on the leader); `None` if it does not exist.
-    pub fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, ProposeError> {
-        if !self.status().is_leader {
-            return Err(ProposeError::NotLeader { leader: self.status().leader });
+    /// Renews a lease (on the leader, forwarding from a follower); returns
+    /// its TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let result = if leader == self.member_id {
+                self.lease_keep_alive_here(id)
+            } else {
+                let mut client = self.forward_client(leader)?;
+                let req = pb::LeaseRequest { route: Some(self.route(leader)), id, keys: false };
+                match tokio::time::timeout_at(deadline, client.lease_keep_alive(req)).await {
+                    Err(_) => Err(ProposeError::Timeout),
+                    Ok(Err(_)) => Err(ProposeError::ConnectionLost),
+                    Ok(Ok(r)) => match r.into_inner().result {
+                        Some(pb::lease_keep_alive_response::Result::Ttl(ttl)) => Ok(ttl),
+                        Some(pb::lease_keep_alive_response::Result::Error(e)) => Err(from_wire(e)),
+                        None => Err(ProposeError::Internal("empty answer to a keep-alive".into())),
+                    },
+                }
+            };
+            match result {
+                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
         }
-        Ok(self.shared.lessor.keep_alive(id))
+    }
+
+    pub(crate) fn lease_keep_alive_here(&self, id: i64) -> Result<i64, ProposeError> {
+        let status = self.status();
+        if !status.is_leader {
+            return Err(ProposeError::NotLeader { leader: status.leader });
+        }
+        self.shared.lessor.keep_alive(id).ok_or(ProposeError::LeaseNotFound)
+    }
+
+    /// A lease's granted and remaining TTL, as the leader (which counts it
+    /// down) knows them.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let result = if leader == self.member_id {
+                self.lease_time_to_live_here(id, keys)
+            } else {
+                let mut client = self.forward_client(leader)?;
+                let req = pb::LeaseRequest { route: Some(self.route(leader)), id, keys };
+                match tokio::time::timeout_at(deadline, client.lease_time_to_live(req)).await {
+                    Err(_) => Err(ProposeError::Timeout),
+                    Ok(Err(_)) => Err(ProposeError::ConnectionLost),
+                    Ok(Ok(r)) => match r.into_inner().result {
+                        Some(pb::lease_time_to_live_response::Result::Response(b)) => {
+                            LeaseTimeToLiveResponse::decode(b)
+                                .map_err(|e| ProposeError::Internal(e.to_string()))
+                        }
+                        Some(pb::lease_time_to_live_response::Result::Error(e)) => Err(from_wire(e)),
+                        None => Err(ProposeError::Internal("empty answer to a lease TTL request".into())),
+                    },
+                }
+            };
+            match result {
+                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn lease_time_to_live_here(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, ProposeError> {
+        let status = self.status();
+        if !status.is_leader {
+            return Err(ProposeError::NotLeader { leader: status.leader });
+        }
+        let header = Some(ResponseHeader { revision: self.store().current_revision(), ..Default::default() });
+        Ok(match self.shared.lessor.info(id, keys) {
+            Some(info) => LeaseTimeToLiveResponse {
+                header,
+                id,
+                ttl: info.remaining_ttl,
+                granted_ttl: info.granted_ttl,
+                keys: info.keys,
+            },
+            // etcd answers a missing lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse { header, id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+        })
     }
 
     /// Writes a consistent copy of the database into a packed file inside a
     /// new temporary directory under the data dir; returns the directory
     /// guard and the file.
     pub async fn snapshot_file(&self) -> io::Result<(tempfile::TempDir, PathBuf)> {
-        let store = self.shared.store.clone();
+        let store = self.store();
         let base = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             let tmp = tempfile::Builder::new().prefix("snapshot-").tempdir_in(&base)?;
@@ -404,8 +768,8 @@ impl Node {
         // shared state (and through it the store) a little longer: wait for
         // them, so dropping the node closes RocksDB and the data dir can be
         // opened again at once.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -421,40 +785,135 @@ impl Node {
     }
 }
 
-fn check_identity(dir: &Path, expected: &Identity) -> Result<(), StartError> {
+/// The identity of a member of a new cluster, from `--initial-cluster`.
+fn new_identity(cfg: &NodeConfig) -> Result<Identity, StartError> {
+    let members = ids::members_of(&cfg.initial_cluster, &cfg.initial_cluster_token);
+    let Some(&(member_id, _)) = members.iter().find(|(_, name)| *name == cfg.name) else {
+        return Err(StartError::NotInCluster { name: cfg.name.clone() });
+    };
+    Ok(Identity {
+        format: DATA_FORMAT,
+        cluster_id: ids::cluster_id(members.iter().map(|(id, _)| *id)),
+        member_id,
+        name: cfg.name.clone(),
+        cluster_token: cfg.initial_cluster_token.clone(),
+    })
+}
+
+/// The identity of a member joining a running cluster: asks the other
+/// members of `--initial-cluster` who the members are, and finds itself
+/// among them by its peer URLs (it was added with MemberAdd).
+async fn join_identity(cfg: &NodeConfig) -> Result<Identity, StartError> {
+    if !cfg.initial_cluster.iter().any(|(name, _)| *name == cfg.name) {
+        return Err(StartError::NotInCluster { name: cfg.name.clone() });
+    }
+    let mut mine = cfg.peer_urls.clone();
+    mine.sort();
+    let peers: Vec<&String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| *name != cfg.name)
+        .flat_map(|(_, urls)| urls)
+        .filter(|u| !cfg.peer_urls.contains(u))
+        .collect();
+    if peers.is_empty() {
+        return Err(StartError::Join("--initial-cluster names no other member to join".into()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        for url in &peers {
+            match ask_members(url).await {
+                Ok(resp) => {
+                    let found = resp.members.iter().find(|m| {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        urls == mine
+                    });
+                    let Some(me) = found else {
+                        return Err(StartError::Join(format!(
+                            "no member of the cluster has the peer URLs {:?}: add this member first (etcdctl member add {} --peer-urls={})",
+                            cfg.peer_urls,
+                            cfg.name,
+                            cfg.peer_urls.join(",")
+                        )));
+                    };
+                    return Ok(Identity {
+                        format: DATA_FORMAT,
+                        cluster_id: resp.cluster_id,
+                        member_id: me.id,
+                        name: cfg.name.clone(),
+                        cluster_token: cfg.initial_cluster_token.clone(),
+                    });
+                }
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(StartError::Join(format!("no member of --initial-cluster answered ({last_error})")))
+}
+
+async fn ask_members(url: &str) -> Result<pb::MembersResponse, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| format!("connect: {e}"))?;
+    let req = pb::RouteOnly { route: Some(pb::Route { cluster_id: 0, from: 0, to: 0 }) };
+    ForwardClient::new(channel)
+        .members(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
+}
+
+fn read_identity(dir: &Path) -> Result<Option<Identity>, StartError> {
     let path = dir.join("identity.json");
     match std::fs::read(&path) {
-        Ok(bytes) => {
-            let found: Identity = serde_json::from_slice(&bytes).map_err(|e| StartError::Identity {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            })?;
-            if found.format > DATA_FORMAT {
-                return Err(StartError::NewerFormat { path, found: found.format, supported: DATA_FORMAT });
-            }
-            if found.cluster_id != expected.cluster_id || found.cluster_token != expected.cluster_token {
-                return Err(StartError::OtherCluster {
-                    path,
-                    found: found.cluster_id,
-                    found_token: found.cluster_token,
-                    expected: expected.cluster_id,
-                    expected_token: expected.cluster_token.clone(),
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let tmp = dir.join("identity.json.tmp");
-            let write = || -> io::Result<()> {
-                std::fs::write(&tmp, serde_json::to_vec_pretty(expected).map_err(io::Error::other)?)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()
-            };
-            write().map_err(|source| StartError::Identity { path: path.clone(), source })
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StartError::Identity {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StartError::Identity { path, source }),
     }
+}
+
+/// Refuses a data dir written by a newer format or for another cluster: a
+/// different token, or (for a member of a new cluster) another
+/// `--initial-cluster`.
+fn check_identity(dir: &Path, found: &Identity, cfg: &NodeConfig) -> Result<(), StartError> {
+    let path = dir.join("identity.json");
+    if found.format > DATA_FORMAT {
+        return Err(StartError::NewerFormat { path, found: found.format, supported: DATA_FORMAT });
+    }
+    let expected = match cfg.initial_cluster_state {
+        ClusterState::New => new_identity(cfg)?.cluster_id,
+        ClusterState::Existing => found.cluster_id,
+    };
+    if found.cluster_id != expected || found.cluster_token != cfg.initial_cluster_token {
+        return Err(StartError::OtherCluster {
+            path,
+            found: found.cluster_id,
+            found_token: found.cluster_token.clone(),
+            expected,
+            expected_token: cfg.initial_cluster_token.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn write_identity(dir: &Path, identity: &Identity) -> Result<(), StartError> {
+    let path = dir.join("identity.json");
+    let tmp = dir.join("identity.json.tmp");
+    let write = || -> io::Result<()> {
+        std::fs::write(&tmp, serde_json::to_vec_pretty(identity).map_err(io::Error::other)?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|source| StartError::Identity { path: path.clone(), source })
 }
 
 /// Follows leadership: the leader's lessor runs countdowns.

@@ -59,9 +59,8 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 /// What the state machine shares with the rest of the member.
 #[derive(Debug)]
 pub struct Shared {
-    /// The store the member started with. A snapshot install replaces the
-    /// store: the current one is the [`StoreHandle`]'s.
-    pub store: Arc<Store>,
+    /// The member's current store (a snapshot install replaces it).
+    pub store: StoreHandle,
     pub hub: WatchHub,
     pub lessor: Arc<Lessor>,
     pub member_id: u64,
@@ -81,10 +80,9 @@ impl Shared {
         member_id: u64,
         snap_dir: PathBuf,
     ) -> io::Result<Shared> {
-        let current = store.load();
-        load_leases(&current, &lessor)?;
+        load_leases(&store.load(), &lessor)?;
         Ok(Shared {
-            store: current,
+            store: store.clone(),
             hub,
             lessor,
             member_id,
@@ -100,16 +98,10 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// A state machine over `shared.store`, not shared beyond it: after a
-    /// snapshot install only [`Self::store`] sees the new store.
+    /// A state machine over `shared.store`, which readers and the watch hub
+    /// (as its [`EventSource`]) share.
     pub fn new(shared: Arc<Shared>) -> Self {
-        let store = StoreHandle::from_store(shared.store.clone());
-        StateMachine { shared, store }
-    }
-
-    /// A state machine over the store `store` holds, which readers and the
-    /// watch hub (as its [`EventSource`]) share.
-    pub fn with_store(shared: Arc<Shared>, store: StoreHandle) -> Self {
+        let store = shared.store.clone();
         StateMachine { shared, store }
     }
 

@@ -38,3 +38,4 @@ pub use config::TransportConfig;
 pub use network::GrpcNetwork;
 pub use peer::GrpcPeer;
 pub use service::{PeerService, peer_routes};
+pub(crate) use status::LocalIdentity;

@@ -55,7 +55,7 @@ impl GrpcNetwork {
 
     /// The channel to `target` at `url`: the existing one, or a new lazily
     /// connecting one.
-    fn channel(&self, target: NodeId, url: &str) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, target: NodeId, url: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(&target)
             && c.url == url
@@ -85,7 +85,7 @@ impl GrpcNetwork {
         self.channels.lock().remove(&target);
     }
 
-    fn route(&self, target: NodeId) -> Route {
+    pub(crate) fn route(&self, target: NodeId) -> Route {
         Route { cluster_id: self.cluster_id, from: self.member_id, to: target }
     }
 }

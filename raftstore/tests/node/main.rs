@@ -18,6 +18,7 @@ fn config(dir: &Path) -> NodeConfig {
         data_dir: dir.to_path_buf(),
         initial_cluster: vec![("n1".into(), vec!["http://127.0.0.1:2380".into()])],
         initial_cluster_token: "test".into(),
+        initial_cluster_state: Default::default(),
         client_urls: vec!["http://127.0.0.1:2379".into()],
         peer_urls: vec!["http://127.0.0.1:2380".into()],
         heartbeat_interval: Duration::from_millis(50),
@@ -25,6 +26,7 @@ fn config(dir: &Path) -> NodeConfig {
         snapshot_count: 100,
         mvcc: keelson_mvcc::Config::default(),
         watch: keelson_watch::WatchConfig::default(),
+        transport: Default::default(),
     }
 }
 

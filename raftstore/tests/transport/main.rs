@@ -188,7 +188,7 @@ impl Cluster {
         let wal = WalConfig { segment_size: 4 * 1024 * 1024, ..WalConfig::default() };
         let log = open_wal(&dir.join("wal"), wal).await;
         let network = GrpcNetwork::new(CLUSTER_ID, id, transport_config());
-        let sm = StateMachine::with_store(Arc::new(shared), store.clone());
+        let sm = StateMachine::new(Arc::new(shared));
         let raft = Raft::new(id, self.config.clone(), network, log, sm).await.expect("start raft");
         let port = listener.local_addr().unwrap();
         let routes = peer_routes(raft.clone(), CLUSTER_ID, id, dir.join("snap"), &transport_config());
