@@ -680,6 +680,10 @@ impl Report {
         if let Some(reason) = unsupported {
             out.push_str(&format!("note: keelson: {reason}\n"));
         }
+        let ranges = self.results.iter().any(|r| r.workload.is_range());
+        if let Some(d) = self.settings.range.describe(&self.settings.load).filter(|_| ranges) {
+            out.push_str(&format!("note: {d}\n"));
+        }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
@@ -811,6 +815,62 @@ mod tests {
         assert!(table.contains("range l") && table.contains("ratio"), "{table}");
         serde_json::to_string(&report).unwrap();
         assert!(leftovers(base.path()).is_empty(), "left behind: {:?}", leftovers(base.path()));
+    }
+
+    /// The range flags (a span, --keys-only, --count-only, --limit) run as
+    /// compare workloads on both systems without an error, and the table
+    /// says what the ranges read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn range_flags_run_on_both_systems() {
+        let base = tempfile::tempdir().unwrap();
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let dir = base.path().display().to_string();
+        for flags in [
+            &["--range-key", "00000010", "--range-end", "00000060", "--keys-only", "--limit", "20"][..],
+            &["--range-key", "0000000", "--prefix", "--count-only"][..],
+            &["--keys-only"][..],
+        ] {
+            let argv = ["compare", "--quick", "--total", "200", "--key-space-size", "100"];
+            let args = <Wrap as clap::Parser>::parse_from(
+                argv.iter().chain(&["--workloads", "range-l,range-s", "--data-dir", &dir]).chain(flags),
+            )
+            .args;
+            let report = run(&args.plan(keelson_bin()).unwrap()).await.unwrap();
+            for r in &report.results {
+                for res in [&r.etcd, &r.keelson] {
+                    let SystemResult::Measured { median, first_error, .. } = res else { panic!("{res:?}") };
+                    assert_eq!((median.ok, median.errors), (200, 0), "{flags:?}: {first_error:?}");
+                }
+            }
+            let table = report.table();
+            assert!(table.contains("note: range: "), "{table}");
+        }
+        let describe = |flags: &[&str]| {
+            let argv = ["compare", "--quick", "--key-space-size", "100", "--workloads", "range-l"];
+            let args = <Wrap as clap::Parser>::parse_from(argv.iter().chain(flags)).args;
+            let (settings, _) = args.load.settings(true).unwrap();
+            settings.range.describe(&settings.load)
+        };
+        assert_eq!(
+            describe(&["--range-key", "0000001", "--prefix", "--count-only"]).unwrap(),
+            r#"range: every key with prefix "0000001" (10 of the 100 keys written), count only"#
+        );
+        assert!(<Wrap as clap::Parser>::try_parse_from(["compare", "--range-end", "9"]).is_err());
+        assert!(
+            <Wrap as clap::Parser>::try_parse_from([
+                "compare",
+                "--range-key",
+                "0",
+                "--range-end",
+                "9",
+                "--prefix"
+            ])
+            .is_err()
+        );
     }
 
     /// `--members 3`: a real 3-member etcd is measured; Keelson is measured

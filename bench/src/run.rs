@@ -109,6 +109,10 @@ impl RunReport {
                 f.server_peak_rss_mib
             ));
         }
+        let ranges = self.results.iter().any(|r| r.workload.is_range());
+        if let Some(d) = self.settings.range.describe(l).filter(|_| ranges) {
+            out.push_str(&format!("note: {d}\n"));
+        }
         for r in &self.results {
             if let Some(e) = &r.first_error {
                 out.push_str(&format!("note: {}: first error: {e}\n", r.workload.label()));

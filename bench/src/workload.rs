@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::k8s::{self, K8sConfig};
-use crate::kv::{self, KeySpace};
+use crate::kv::{self, KeySpace, RangeConfig, Span};
 use crate::lease;
 use crate::load::{self, Conns, LoadConfig, Outcome};
 use crate::txn::{self, TxnConfig};
@@ -20,9 +20,10 @@ use anyhow::bail;
 pub enum Workload {
     /// `benchmark put`: single-key puts.
     Put,
-    /// `benchmark range --consistency l`: linearizable single-key gets.
+    /// `benchmark range --consistency l`: linearizable Ranges (one key, or
+    /// the span of --range-key).
     RangeL,
-    /// `benchmark range --consistency s`: serializable single-key gets.
+    /// `benchmark range --consistency s`: serializable Ranges.
     RangeS,
     /// `benchmark txn-put`: Txns of `--txn-ops` puts.
     TxnPut,
@@ -66,6 +67,11 @@ impl Workload {
             Workload::LeaseKeepalive => "lease-ka",
             Workload::K8s => "k8s",
         }
+    }
+
+    /// `range-l` or `range-s`, the workloads the range flags shape.
+    pub fn is_range(self) -> bool {
+        matches!(self, Workload::RangeL | Workload::RangeS)
     }
 
     /// What one operation of the workload is, for the table's legend.
@@ -149,6 +155,28 @@ pub struct LoadArgs {
     /// Informer watches open during the Kubernetes mix.
     #[arg(long, default_value_t = 4)]
     pub k8s_informers: usize,
+    /// Range workloads: read this key (or the span from it, with
+    /// --range-end or --prefix) in every request, as etcd's `benchmark range
+    /// key [end-range]` does, instead of one key of the key space per
+    /// request. Keys are the key space's: decimal, zero-padded to
+    /// --key-size, e.g. 00000000 to 00009999.
+    #[arg(long, help_heading = "Range workloads")]
+    pub range_key: Option<String>,
+    /// End of the span from --range-key (exclusive).
+    #[arg(long, requires = "range_key", conflicts_with = "prefix", help_heading = "Range workloads")]
+    pub range_end: Option<String>,
+    /// Read every key starting with --range-key.
+    #[arg(long, requires = "range_key", help_heading = "Range workloads")]
+    pub prefix: bool,
+    /// Range workloads: return keys without values.
+    #[arg(long, help_heading = "Range workloads")]
+    pub keys_only: bool,
+    /// Range workloads: return only the number of matching keys.
+    #[arg(long, help_heading = "Range workloads")]
+    pub count_only: bool,
+    /// Range workloads: at most this many keys per response (0: no limit).
+    #[arg(long, default_value_t = 0, help_heading = "Range workloads")]
+    pub limit: i64,
     /// Workloads to run, in order (default: all): put, range-l, range-s,
     /// txn-put, txn-mixed, watch, watch-latency, lease-keepalive, k8s.
     #[arg(long, value_delimiter = ',')]
@@ -161,6 +189,9 @@ impl LoadArgs {
     pub fn settings(&self, quick_run: bool) -> anyhow::Result<(Settings, Vec<Workload>)> {
         if self.clients == 0 || self.conns == 0 {
             bail!("--clients and --conns must be at least 1");
+        }
+        if self.limit < 0 {
+            bail!("--limit must not be negative");
         }
         let workloads =
             if self.workloads.is_empty() { Workload::DEFAULT.to_vec() } else { self.workloads.clone() };
@@ -175,6 +206,16 @@ impl LoadArgs {
                 key_space_size: self.key_space_size.unwrap_or(quick(1_000, 10_000)),
                 sequential_keys: self.sequential_keys,
                 rate: self.rate,
+            },
+            range: RangeConfig {
+                span: self.range_key.as_ref().map(|k| Span {
+                    key: k.clone().into_bytes(),
+                    end: self.range_end.clone().map(String::into_bytes),
+                    prefix: self.prefix,
+                }),
+                keys_only: self.keys_only,
+                count_only: self.count_only,
+                limit: self.limit,
             },
             txn: TxnConfig { txn_ops: self.txn_ops.max(1), rw_ratio: self.rw_ratio },
             watch: WatchConfig {
@@ -203,6 +244,7 @@ impl LoadArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub load: LoadConfig,
+    pub range: RangeConfig,
     pub txn: TxnConfig,
     pub watch: WatchConfig,
     pub k8s: K8sConfig,
@@ -258,8 +300,8 @@ pub async fn run(w: Workload, t: &Target<'_>, progress: &ProgressBar) -> anyhow:
     let drive = |op| load::drive(t.conns, cfg.clients, cfg.total, cfg.rate, progress, op);
     match w {
         Workload::Put => drive(kv::put(cfg, t.keys.clone())).await,
-        Workload::RangeL => drive(kv::range(cfg, false)).await,
-        Workload::RangeS => drive(kv::range(cfg, true)).await,
+        Workload::RangeL => drive(kv::range(cfg, &s.range, false)).await,
+        Workload::RangeS => drive(kv::range(cfg, &s.range, true)).await,
         Workload::TxnPut => drive(txn::put(cfg, &s.txn, t.keys.clone())).await,
         Workload::TxnMixed => drive(txn::mixed(cfg, &s.txn, t.keys.clone())).await,
         Workload::Watch => watch_load::run(t.conns, cfg, &s.watch, false, "/bench-watch/", progress).await,
