@@ -31,11 +31,13 @@
 //! anywhere after its call or never (it never has to be); whatever the
 //! model answers for it is accepted. Failed operations are ignored.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::history::{History, Operation, Outcome, Request, Response, TxnOp, TxnOpResponse};
+use super::history::{
+    Bytes, History, KeyValue, Operation, Outcome, PutRequest, Request, Response, TxnOp, TxnOpResponse,
+};
 use super::model::{KvModel, Undo};
 use super::watch::EventLog;
 
@@ -148,6 +150,10 @@ struct POp {
     definite: bool,
     /// Sort key: the header revision, writes that bump it first.
     order: (i64, u8),
+    /// While this (definite) operation is not linearized, the model's
+    /// revision may not exceed this: its answer carries that revision (or
+    /// its effect was seen at the next one), and revisions only grow.
+    bound: i64,
 }
 
 struct Frame {
@@ -182,6 +188,8 @@ struct Ctx<'h> {
     deadline: Option<Instant>,
     out_of_budget: bool,
     best: Option<Best>,
+    /// (bound, op) of every definite operation not linearized.
+    bounds: BTreeSet<(i64, u32)>,
 }
 
 impl Ctx<'_> {
@@ -287,12 +295,21 @@ impl SegSearch {
                 let h = ctx.h;
                 let o = &h.operations[ctx.pops[op as usize].hist];
                 let recorded = o.response();
+                let before = ctx.model.state_hash();
                 let (res, undo) = ctx.model.apply(&o.request, recorded, None);
                 let fits = match recorded {
                     None => true,
                     Some(r) => res.as_ref() == Ok(r),
                 };
-                if fits {
+                // An optional operation that changes nothing here is
+                // dominated by leaving it pending: skip it.
+                let useless = !ctx.pops[op as usize].definite && ctx.model.state_hash() == before;
+                let p = &ctx.pops[op as usize];
+                if p.definite {
+                    ctx.bounds.remove(&(p.bound, op));
+                }
+                let in_bounds = ctx.bounds.first().is_none_or(|&(b, _)| ctx.model.revision() <= b);
+                if fits && !useless && in_bounds {
                     let bits = self.bits ^ ctx.zob[op as usize];
                     if self.memo.insert((bits, ctx.model.state_hash())) {
                         self.bits = bits;
@@ -312,6 +329,10 @@ impl SegSearch {
                         continue;
                     }
                 }
+                let p = &ctx.pops[op as usize];
+                if p.definite {
+                    ctx.bounds.insert((p.bound, op));
+                }
                 ctx.model.revert(undo);
             } else {
                 let f = self.frames.pop().expect("a frame");
@@ -326,7 +347,9 @@ impl SegSearch {
                 ctx.model.revert(undo);
                 ctx.lin[op as usize] = false;
                 self.bits ^= ctx.zob[op as usize];
-                if ctx.pops[op as usize].definite {
+                let p = &ctx.pops[op as usize];
+                if p.definite {
+                    ctx.bounds.insert((p.bound, op));
                     self.definite_left += 1;
                     ctx.done -= 1;
                 }
@@ -359,18 +382,99 @@ fn bumps(resp: &Response) -> bool {
     }
 }
 
+/// Unknown-outcome writes whose effect somebody saw: a put of a (key,
+/// value) that only this operation writes, seen in a later response or a
+/// watch event, was applied before the observer returned. Returns, per
+/// operation index, the earliest such return and the revision it was seen
+/// at. The operation then has to be linearized, before that time.
+fn observed_unknowns(history: &History) -> HashMap<usize, (u64, i64)> {
+    let mut writers: HashMap<(&Bytes, &Bytes), Vec<usize>> = HashMap::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        if matches!(o.outcome, Outcome::Failed(_)) {
+            continue;
+        }
+        let mut puts: Vec<&PutRequest> = Vec::new();
+        match &o.request {
+            Request::Put(p) => puts.push(p),
+            Request::Txn(t) => puts.extend(t.success.iter().chain(&t.failure).filter_map(|op| match op {
+                TxnOp::Put(p) => Some(p),
+                _ => None,
+            })),
+            _ => {}
+        }
+        for p in puts {
+            writers.entry((&p.key, &p.value)).or_default().push(i);
+        }
+    }
+    let mut seen: HashMap<usize, (u64, i64)> = HashMap::new();
+    let mut note = |kv: &KeyValue, at: u64| {
+        if let Some(w) = writers.get(&(&kv.key, &kv.value))
+            && let [only] = w.as_slice()
+            && matches!(history.operations[*only].outcome, Outcome::Unknown(_))
+        {
+            let e = seen.entry(*only).or_insert((at, kv.mod_revision));
+            if at < e.0 {
+                *e = (at, kv.mod_revision);
+            }
+        }
+    };
+    for o in &history.operations {
+        let Some(r) = o.response() else { continue };
+        let mut kvs: Vec<&KeyValue> = Vec::new();
+        match r {
+            Response::Range { kvs: k, .. } => kvs.extend(k),
+            Response::Put { prev_kv, .. } => kvs.extend(prev_kv),
+            Response::DeleteRange { prev_kvs, .. } => kvs.extend(prev_kvs),
+            Response::Txn { responses, .. } => {
+                for r in responses {
+                    match r {
+                        TxnOpResponse::Range { kvs: k, .. } => kvs.extend(k),
+                        TxnOpResponse::Put { prev_kv } => kvs.extend(prev_kv),
+                        TxnOpResponse::Delete { prev_kvs, .. } => kvs.extend(prev_kvs),
+                    }
+                }
+            }
+            Response::LeaseGrant { .. } | Response::LeaseRevoke { .. } => {}
+        }
+        for kv in kvs {
+            note(kv, o.ret);
+        }
+    }
+    for w in &history.watches {
+        for r in &w.responses {
+            for e in &r.events {
+                if e.kind == super::watch::EventKind::Put {
+                    note(&e.kv, r.time);
+                }
+                if let Some(p) = &e.prev_kv {
+                    note(p, r.time);
+                }
+            }
+        }
+    }
+    seen
+}
+
 /// Checks that the KV operations of `history` are linearizable.
 pub fn check_linearizable(history: &History, opts: &CheckOptions) -> LinearizabilityReport {
     let started = Instant::now();
+    let observed = observed_unknowns(history);
     let mut pops = Vec::new();
     for (i, o) in history.operations.iter().enumerate() {
-        let (definite, order) = match &o.outcome {
+        let mut ret = o.effective_return();
+        let (definite, order, bound) = match &o.outcome {
             Outcome::Failed(_) => continue,
             Outcome::Unknown(_) if !o.request.is_write() => continue,
-            Outcome::Unknown(_) => (false, (i64::MAX, 0)),
-            Outcome::Ok(r) => (true, (r.revision(), if bumps(r) { 0 } else { 1 })),
+            Outcome::Unknown(_) => match observed.get(&i) {
+                Some(&(seen, rev)) => {
+                    ret = seen.max(o.call);
+                    (true, (rev, 0), rev - 1)
+                }
+                None => (false, (i64::MAX, 0), i64::MAX),
+            },
+            Outcome::Ok(r) => (true, (r.revision(), if bumps(r) { 0 } else { 1 }), r.revision()),
         };
-        pops.push(POp { hist: i, call: o.call, ret: o.effective_return(), definite, order });
+        pops.push(POp { hist: i, call: o.call, ret, definite, order, bound });
     }
     // Segments over the definite operations in call order.
     let mut defs: Vec<u32> = (0..pops.len() as u32).filter(|&i| pops[i as usize].definite).collect();
@@ -413,7 +517,11 @@ pub fn check_linearizable(history: &History, opts: &CheckOptions) -> Linearizabi
         deadline: opts.timeout.map(|t| started + t),
         out_of_budget: false,
         best: None,
+        bounds: BTreeSet::new(),
     };
+    for &d in &defs {
+        ctx.bounds.insert((ctx.pops[d as usize].bound, d));
+    }
     let mut stack = vec![SegSearch::new(0, &segments[0], Vec::new())];
     let mut tried: HashSet<(usize, u128, u128)> = HashSet::new();
     let verdict = loop {
@@ -466,13 +574,34 @@ fn explain(ctx: &Ctx<'_>, definite_total: usize) -> Explanation {
         let o = ctx.op(op);
         let _ = model.apply(&o.request, o.response(), None);
     }
+    let in_prefix: HashSet<u32> = prefix.iter().copied().collect();
+    let pending: Vec<u32> = (0..ctx.pops.len() as u32)
+        .filter(|i| ctx.pops[*i as usize].definite && !in_prefix.contains(i))
+        .collect();
     let unplaced = cands
         .iter()
         .map(|&op| {
             let o = ctx.op(op);
+            let before = model.state_hash();
             let (res, undo) = model.apply(&o.request, o.response(), None);
+            let rev = model.revision();
+            let passed = pending
+                .iter()
+                .filter(|&&j| j != op && ctx.pops[j as usize].bound < rev)
+                .min_by_key(|&&j| ctx.pops[j as usize].bound)
+                .map(|&j| ctx.pops[j as usize].hist);
             let reason = match (&res, o.response()) {
-                (_, None) => "unknown outcome: fits anywhere (the rest did not fit after it)".to_string(),
+                (Ok(_), _) if passed.is_some() => format!(
+                    "{}: takes the revision to {rev}, past what #{} (still pending) was answered with",
+                    show_req(&o.request),
+                    passed.expect("some")
+                ),
+                (_, None) if model.state_hash() == before => {
+                    format!("{}: unknown outcome, changes nothing here", show_req(&o.request))
+                }
+                (_, None) => {
+                    format!("{}: unknown outcome: fits, but nothing fits after it", show_req(&o.request))
+                }
                 (Err(e), Some(r)) => format!(
                     "{}: the model rejects it ({e}) but it answered {}",
                     show_req(&o.request),
@@ -494,11 +623,8 @@ fn explain(ctx: &Ctx<'_>, definite_total: usize) -> Explanation {
             Unplaced { op: ctx.pops[op as usize].hist, reason }
         })
         .collect();
-    let in_prefix: HashSet<u32> = prefix.iter().copied().collect();
-    let blocking = (0..ctx.pops.len() as u32)
-        .filter(|i| ctx.pops[*i as usize].definite && !in_prefix.contains(i))
-        .min_by_key(|&i| ctx.pops[i as usize].ret)
-        .map(|i| ctx.pops[i as usize].hist);
+    let blocking =
+        pending.iter().copied().min_by_key(|&i| ctx.pops[i as usize].ret).map(|i| ctx.pops[i as usize].hist);
     let mut state = format!("rev {}", model.revision());
     let snap = model.snapshot(0);
     for kv in snap.iter().take(16) {
@@ -625,4 +751,265 @@ pub fn final_model(history: &History, linearization: &[usize]) -> KvModel {
         let _ = model.apply(&o.request, o.response(), None);
     }
     model
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::history::{
+        Compare, CompareOp, CompareTarget, KeyValue, PutRequest, RangeRequest, TxnRequest,
+    };
+    use crate::checker::testgen::{self, GenOpts};
+
+    fn kv(key: &str, value: &str, create: i64, m: i64, version: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision: create,
+            mod_revision: m,
+            version,
+            lease: 0,
+        }
+    }
+    fn put_ok(rev: i64) -> Outcome {
+        Outcome::Ok(Response::Put { revision: rev, prev_kv: None })
+    }
+    fn get_ok(rev: i64, kvs: Vec<KeyValue>) -> Outcome {
+        let count = kvs.len() as i64;
+        Outcome::Ok(Response::Range { revision: rev, kvs, count, more: false })
+    }
+    fn check(h: &History) -> LinearizabilityReport {
+        check_linearizable(h, &CheckOptions::default())
+    }
+
+    #[test]
+    fn empty_and_sequential_histories_pass() {
+        assert!(check(&History::new()).is_linearizable());
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), put_ok(2));
+        h.record(1, 20, 30, Request::get("a"), get_ok(2, vec![kv("a", "1", 2, 2, 1)]));
+        h.record(1, 40, 50, Request::put("a", "2"), put_ok(3));
+        h.record(1, 60, 70, Request::get("a"), get_ok(3, vec![kv("a", "2", 2, 3, 2)]));
+        let r = check(&h);
+        assert!(r.is_linearizable(), "{:?}", r.explanation.map(|e| e.to_string()));
+        assert_eq!(r.linearization, vec![0, 1, 2, 3]);
+        assert_eq!(r.segments, 4);
+    }
+
+    #[test]
+    fn a_concurrent_read_may_see_either_value() {
+        for seen in [None, Some(kv("a", "1", 2, 2, 1))] {
+            let mut h = History::new();
+            h.record(1, 0, 100, Request::put("a", "1"), put_ok(2));
+            let rev = if seen.is_some() { 2 } else { 1 };
+            h.record(2, 10, 20, Request::get("a"), get_ok(rev, seen.into_iter().collect()));
+            assert!(check(&h).is_linearizable());
+        }
+    }
+
+    #[test]
+    fn catches_a_lost_write() {
+        // The put was acknowledged; a read that starts after it returned
+        // does not see it.
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), put_ok(2));
+        h.record(2, 20, 30, Request::get("a"), get_ok(1, vec![]));
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::NotLinearizable);
+        let e = r.explanation.expect("an explanation");
+        // The put cannot go first: it takes the revision past the read's.
+        assert!(e.prefix.is_empty());
+        assert_eq!(e.blocking, Some(0));
+        assert_eq!(e.unplaced.len(), 1);
+        assert!(e.unplaced[0].reason.contains("takes the revision to 2, past what #1"), "{e}");
+        // Without the revision in the answer, the read itself is the misfit.
+        h.operations[1].outcome = get_ok(2, vec![]);
+        let e = check(&h).explanation.expect("an explanation");
+        assert_eq!((e.prefix.as_slice(), e.blocking), (&[0][..], Some(1)));
+        assert!(e.unplaced[0].reason.contains("the model says rev 2 [\"a\"=\"1\"(c2 m2 v1)]"), "{e}");
+    }
+
+    #[test]
+    fn catches_a_stale_read() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), put_ok(2));
+        h.record(1, 20, 30, Request::put("a", "2"), put_ok(3));
+        // Old value with the current header revision, and old value at the
+        // old revision: both stale.
+        h.record(2, 40, 50, Request::get("a"), get_ok(3, vec![kv("a", "1", 2, 2, 1)]));
+        assert_eq!(check(&h).verdict, Verdict::NotLinearizable);
+        h.operations[2].outcome = get_ok(2, vec![kv("a", "1", 2, 2, 1)]);
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::NotLinearizable);
+        assert_eq!(r.explanation.expect("explained").definite_placed, 1);
+        // Reading the old revision explicitly is fine.
+        h.operations[2].request =
+            Request::Range(RangeRequest { key: "a".into(), revision: 2, ..Default::default() });
+        h.operations[2].outcome = get_ok(3, vec![kv("a", "1", 2, 2, 1)]);
+        assert!(check(&h).is_linearizable());
+    }
+
+    #[test]
+    fn revisions_must_be_consecutive() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), put_ok(2));
+        h.record(1, 20, 30, Request::put("b", "1"), put_ok(4));
+        assert_eq!(check(&h).verdict, Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn unknown_writes_may_or_may_not_apply_but_not_both() {
+        let mut h = History::new();
+        h.record(1, 0, 5, Request::put("a", "1"), Outcome::Unknown("timeout".into()));
+        h.record(2, 100, 110, Request::get("a"), get_ok(1, vec![]));
+        assert!(check(&h).is_linearizable(), "never applied");
+        h.record(2, 120, 130, Request::get("a"), get_ok(2, vec![kv("a", "1", 2, 2, 1)]));
+        assert!(check(&h).is_linearizable(), "applied late");
+        h.record(2, 140, 150, Request::get("a"), get_ok(1, vec![]));
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::NotLinearizable, "applied, then un-applied");
+        // The later read saw the value, so the put is placed before it
+        // returned: the put and the first two reads are one segment.
+        assert_eq!(r.segments, 2);
+        // It cannot take effect before it was called.
+        let mut h = History::new();
+        h.record(2, 0, 10, Request::get("a"), get_ok(2, vec![kv("a", "1", 2, 2, 1)]));
+        h.record(1, 20, 25, Request::put("a", "1"), Outcome::Unknown("timeout".into()));
+        assert_eq!(check(&h).verdict, Verdict::NotLinearizable);
+        // Failed operations are ignored.
+        let mut h = History::new();
+        h.record(1, 0, 5, Request::put("a", "1"), Outcome::Failed("lease not found".into()));
+        h.record(2, 100, 110, Request::get("a"), get_ok(1, vec![]));
+        assert!(check(&h).is_linearizable());
+    }
+
+    #[test]
+    fn optimistic_concurrency_txns() {
+        // Two clients race to update "a" guarded by its mod_revision: only
+        // one may succeed.
+        let cas = |value: &str| {
+            Request::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: "a".into(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::ModRevision(2),
+                }],
+                success: vec![TxnOp::Put(PutRequest {
+                    key: "a".into(),
+                    value: value.into(),
+                    ..Default::default()
+                })],
+                failure: vec![TxnOp::Range(RangeRequest { key: "a".into(), ..Default::default() })],
+            })
+        };
+        let won = |rev| {
+            Outcome::Ok(Response::Txn {
+                revision: rev,
+                succeeded: true,
+                responses: vec![TxnOpResponse::Put { prev_kv: None }],
+            })
+        };
+        let lost = |rev, kvs: Vec<KeyValue>| {
+            Outcome::Ok(Response::Txn {
+                revision: rev,
+                succeeded: false,
+                responses: vec![TxnOpResponse::Range { count: kvs.len() as i64, kvs, more: false }],
+            })
+        };
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "0"), put_ok(2));
+        h.record(1, 20, 40, cas("x"), won(3));
+        h.record(2, 21, 41, cas("y"), lost(3, vec![kv("a", "x", 2, 3, 2)]));
+        assert!(check(&h).is_linearizable());
+        h.operations[2].outcome = won(4);
+        assert_eq!(check(&h).verdict, Verdict::NotLinearizable, "both won");
+    }
+
+    #[test]
+    fn budget_gives_unknown() {
+        let h = testgen::generate(7, &GenOpts { ops: 200, spread: 600, ..Default::default() });
+        let r = check_linearizable(&h, &CheckOptions { max_steps: 10, ..Default::default() });
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(r.explanation.is_some());
+        let r = check_linearizable(&h, &CheckOptions { timeout: Some(Duration::ZERO), ..Default::default() });
+        assert_eq!(r.verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn history_survives_json_and_replays() {
+        let h = testgen::generate(11, &GenOpts::default());
+        let back = History::from_json(&h.to_json()).expect("parses");
+        assert_eq!(back, h);
+        assert!(check(&back).is_linearizable());
+    }
+
+    #[test]
+    fn random_histories_pass_with_and_without_partitioning() {
+        let started = Instant::now();
+        for seed in 0..300 {
+            let opts = GenOpts { ops: 80, spread: 50 + (seed % 7) * 80, ..Default::default() };
+            let h = testgen::generate(seed, &opts);
+            for partition in [true, false] {
+                let r = check_linearizable(&h, &CheckOptions { partition, ..Default::default() });
+                assert!(
+                    r.is_linearizable(),
+                    "seed {seed} partition {partition}: {}",
+                    r.explanation.map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        eprintln!("300 histories x 2 in {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn random_mutations_agree_with_brute_force() {
+        let (mut invalid, mut still_valid) = (0, 0);
+        for seed in 0..600 {
+            let opts = GenOpts { ops: 7, keys: 2, spread: 150, unknown_pct: 15, failed_pct: 5 };
+            let mut h = testgen::generate(seed, &opts);
+            assert!(testgen::brute_force(&h), "seed {seed}: the generated history is valid");
+            assert!(check(&h).is_linearizable(), "seed {seed}");
+            let mut rng = testgen::rng(seed ^ 0xdead);
+            let Some(changed) = testgen::mutate(&mut h, &mut rng) else { continue };
+            let oracle = testgen::brute_force(&h);
+            for partition in [true, false] {
+                let r = check_linearizable(&h, &CheckOptions { partition, ..Default::default() });
+                assert_eq!(
+                    r.is_linearizable(),
+                    oracle,
+                    "seed {seed} partition {partition}: op #{changed} mutated to {:?}\n{}",
+                    h.operations[changed],
+                    h.to_json()
+                );
+            }
+            if oracle { still_valid += 1 } else { invalid += 1 }
+        }
+        eprintln!("mutations: {invalid} invalid and caught, {still_valid} coincidentally valid");
+        assert!(invalid > 300, "only {invalid} mutations were invalid");
+    }
+
+    #[test]
+    fn a_large_history_passes_and_a_planted_bogus_read_is_caught() {
+        let opts = GenOpts { ops: 3000, keys: 8, spread: 400, unknown_pct: 3, failed_pct: 2 };
+        let mut h = testgen::generate(42, &opts);
+        let r = check(&h);
+        assert!(r.is_linearizable(), "{}", r.explanation.map(|e| e.to_string()).unwrap_or_default());
+        eprintln!("3000 ops: {} steps, {} segments, {:?}", r.steps, r.segments, r.elapsed);
+        // A read in the middle returns a value nobody wrote: certainly
+        // invalid, and the explanation stops right before it.
+        let i = (1500..h.operations.len())
+            .find(|&i| {
+                matches!(h.operations[i].request, Request::Range(_))
+                    && matches!(&h.operations[i].outcome, Outcome::Ok(Response::Range { kvs, .. }) if !kvs.is_empty())
+            })
+            .expect("a read with a result");
+        if let Outcome::Ok(Response::Range { kvs, .. }) = &mut h.operations[i].outcome {
+            kvs[0].value = "never written".into();
+        }
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::NotLinearizable);
+        let e = r.explanation.expect("explained");
+        assert!(e.unplaced.iter().any(|u| u.op == i) || e.blocking == Some(i), "{e}");
+        eprintln!("planted violation found in {:?} ({} steps)", r.elapsed, r.steps);
+    }
 }
