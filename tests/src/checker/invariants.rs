@@ -181,3 +181,90 @@ fn deleted_after(history: &History, key: &Bytes, rev: i64, reference: Option<&Ev
         _ => false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::watch::{WatchRecord, WatchRequest, WatchResponse};
+
+    fn get_ok(rev: i64) -> Outcome {
+        Outcome::Ok(Response::Range { revision: rev, kvs: vec![], count: 0, more: false })
+    }
+    fn put_ok(rev: i64) -> Outcome {
+        Outcome::Ok(Response::Put { revision: rev, prev_kv: None })
+    }
+
+    #[test]
+    fn catches_a_revision_that_goes_backwards() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::get("a"), get_ok(5));
+        h.record(1, 20, 30, Request::get("a"), get_ok(5));
+        h.record(2, 0, 50, Request::get("a"), get_ok(3)); // concurrent with both: another client
+        assert_eq!(check_revisions_monotonic(&h), vec![]);
+        // After a restart the client is answered from a member that is behind.
+        h.record(1, 40, 45, Request::get("a"), get_ok(4));
+        assert_eq!(
+            check_revisions_monotonic(&h),
+            vec![InvariantViolation::RevisionBackwards { client: 1, before: 0, from: 5, after: 3, to: 4 }]
+        );
+        // A watch stream's headers, likewise.
+        let mut h = History::new();
+        let r = |revision| WatchResponse { revision, ..Default::default() };
+        h.watches.push(WatchRecord {
+            client: 3,
+            watch_id: 1,
+            request: WatchRequest::default(),
+            responses: vec![r(4), r(6), r(5)],
+        });
+        assert!(matches!(
+            check_revisions_monotonic(&h).as_slice(),
+            [InvariantViolation::WatchRevisionBackwards { response: 2, from: 6, to: 5, .. }]
+        ));
+    }
+
+    #[test]
+    fn catches_a_lost_write() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), put_ok(2));
+        h.record(1, 20, 30, Request::put("b", "1"), put_ok(3));
+        h.record(1, 40, 50, Request::put("b", "2"), put_ok(4));
+        let b2 = KeyValue {
+            key: "b".into(),
+            value: "2".into(),
+            create_revision: 3,
+            mod_revision: 4,
+            version: 2,
+            lease: 0,
+        };
+        let a1 = KeyValue {
+            key: "a".into(),
+            value: "1".into(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            lease: 0,
+        };
+        // b=1 is superseded by b=2: fine.
+        let good = FinalState { revision: 4, kvs: vec![a1.clone(), b2.clone()] };
+        assert_eq!(check_no_lost_writes(&h, &good, None), vec![]);
+        // a=1 vanished and nothing deleted it.
+        let lost = FinalState { revision: 4, kvs: vec![b2.clone()] };
+        assert!(matches!(
+            check_no_lost_writes(&h, &lost, None).as_slice(),
+            [InvariantViolation::LostWrite { op: 0, revision: 2, .. }]
+        ));
+        // ... unless a delete of unknown outcome could have.
+        h.record(2, 60, 70, Request::delete("a"), Outcome::Unknown("timeout".into()));
+        assert_eq!(check_no_lost_writes(&h, &lost, None), vec![]);
+        // b rolled back to its first version.
+        let b1 = KeyValue { value: "1".into(), mod_revision: 3, version: 1, ..b2 };
+        let rolled_back = FinalState { revision: 4, kvs: vec![a1.clone(), b1] };
+        assert!(matches!(
+            check_no_lost_writes(&h, &rolled_back, None).as_slice(),
+            [InvariantViolation::LostWrite { op: 2, revision: 4, .. }]
+        ));
+        // The whole store went back in time.
+        let behind = FinalState { revision: 3, kvs: vec![a1] };
+        assert!(!check_no_lost_writes(&h, &behind, None).is_empty());
+    }
+}

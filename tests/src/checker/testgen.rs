@@ -296,3 +296,46 @@ pub fn mutate(h: &mut History, rng: &mut StdRng) -> Option<usize> {
     }
     None
 }
+
+/// A watch that received exactly what `reference` says, one response per
+/// revision, starting at `start` (the created response is at `created`),
+/// with prev_kv when asked, on keys `[key, end)`. Every response arrives
+/// at time `at` (on the history's clock: an event observes a write).
+pub fn watch_from_reference(
+    reference: &super::watch::EventLog,
+    client: u64,
+    watch_id: i64,
+    (key, end): (&str, &str),
+    start: i64,
+    created: i64,
+    prev_kv: bool,
+    at: u64,
+) -> super::watch::WatchRecord {
+    use super::watch::{WatchRecord, WatchRequest, WatchResponse};
+    let request = WatchRequest {
+        key: key.into(),
+        range_end: end.into(),
+        start_revision: start,
+        prev_kv,
+        progress_notify: false,
+    };
+    let mut w = WatchRecord { client, watch_id, request, responses: Vec::new() };
+    w.responses.push(WatchResponse { time: at, revision: created, created: true, ..Default::default() });
+    let from = if start > 0 { start } else { created + 1 };
+    let mut by_rev: std::collections::BTreeMap<i64, Vec<super::watch::Event>> = Default::default();
+    for e in reference.events() {
+        if e.revision() >= from
+            && super::history::in_range(e.kv.key.as_slice(), key.as_bytes(), end.as_bytes())
+        {
+            let mut e = e.clone();
+            if !prev_kv {
+                e.prev_kv = None;
+            }
+            by_rev.entry(e.revision()).or_default().push(e);
+        }
+    }
+    for (rev, events) in by_rev {
+        w.responses.push(WatchResponse { time: at, revision: rev, events, ..Default::default() });
+    }
+    w
+}

@@ -574,3 +574,234 @@ pub fn check_watch(w: &WatchRecord, reference: Option<&EventLog>) -> Vec<WatchVi
 pub fn check_watches(watches: &[WatchRecord], reference: Option<&EventLog>) -> Vec<WatchViolation> {
     watches.iter().flat_map(|w| check_watch(w, reference)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::history::{History, Outcome, PutRequest, Request, TxnOp, TxnRequest};
+    use crate::checker::linearizability::{CheckOptions, check_linearizable, reference_events};
+    use crate::checker::testgen::watch_from_reference;
+
+    /// a=1@2, b=1@3, {a=2, c=1}@4 (one txn), delete b@5, a=3@6.
+    fn reference() -> EventLog {
+        let mut h = History::new();
+        let txn = Request::Txn(TxnRequest {
+            success: vec![
+                TxnOp::Put(PutRequest { key: "a".into(), value: "2".into(), ..Default::default() }),
+                TxnOp::Put(PutRequest { key: "c".into(), value: "1".into(), ..Default::default() }),
+            ],
+            ..Default::default()
+        });
+        let reqs = [
+            Request::put("a", "1"),
+            Request::put("b", "1"),
+            txn,
+            Request::delete("b"),
+            Request::put("a", "3"),
+        ];
+        // Record what the model answers, sequentially.
+        let mut m = crate::checker::KvModel::new(1);
+        for (i, r) in reqs.into_iter().enumerate() {
+            let resp = m.apply(&r, None, None).0.expect("applies");
+            h.record(1, i as u64 * 10, i as u64 * 10 + 5, r, Outcome::Ok(resp));
+        }
+        let report = check_linearizable(&h, &CheckOptions::default());
+        assert!(report.is_linearizable());
+        let log = reference_events(&h, &report.linearization);
+        assert_eq!((log.base_revision, log.last_revision, log.events().len()), (1, 6, 6));
+        log
+    }
+
+    fn all(log: &EventLog, start: i64) -> WatchRecord {
+        watch_from_reference(log, 7, 1, ("a", "\0"), start, 6, true, 1000)
+    }
+
+    #[test]
+    fn a_faithful_watch_passes_every_validator() {
+        let log = reference();
+        for start in [2, 4] {
+            assert_eq!(check_watch(&all(&log, start), Some(&log)), vec![], "start {start}");
+        }
+        // From "now" (created at 3): events from 4 on, only key a.
+        let w = watch_from_reference(&log, 7, 2, ("a", ""), 0, 3, true, 1000);
+        assert_eq!(w.events().map(|e| e.revision()).collect::<Vec<_>>(), vec![4, 6]);
+        assert_eq!(check_watch(&w, Some(&log)), vec![]);
+        // Fragments of one response count as one response.
+        let mut w = all(&log, 2);
+        let rev4 = w.responses.iter().position(|r| r.revision == 4).expect("rev 4");
+        let mut second = w.responses[rev4].clone();
+        second.events = vec![w.responses[rev4].events.pop().expect("two events")];
+        w.responses[rev4].fragment = true;
+        w.responses.insert(rev4 + 1, second);
+        assert_eq!(check_watch(&w, Some(&log)), vec![]);
+        // An honest bookmark.
+        let mut w = all(&log, 2);
+        w.responses.push(WatchResponse { time: 999, revision: 6, ..Default::default() });
+        assert_eq!(check_watch(&w, Some(&log)), vec![]);
+    }
+
+    #[test]
+    fn catches_a_reordered_event() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        w.responses.swap(1, 2); // revision 3 before revision 2
+        let v = check_ordered(&w);
+        assert!(
+            matches!(v.as_slice(), [WatchViolation::Unordered { previous: 3, revision: 2, .. }]),
+            "{v:?}"
+        );
+        assert_eq!(check_unique(&w), vec![]);
+        // Inside one response too.
+        let mut w = all(&log, 2);
+        let mut merged: Vec<Event> = w.responses.drain(1..3).flat_map(|r| r.events).collect();
+        merged.reverse();
+        w.responses.insert(1, WatchResponse { revision: 3, events: merged, ..Default::default() });
+        assert!(matches!(
+            check_ordered(&w).as_slice(),
+            [WatchViolation::Unordered { previous: 3, revision: 2, .. }]
+        ));
+    }
+
+    #[test]
+    fn catches_a_duplicated_event() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        let again = w.responses[1].events[0].clone();
+        w.responses.last_mut().expect("last").events.insert(0, again);
+        let v = check_unique(&w);
+        assert!(matches!(v.as_slice(), [WatchViolation::Duplicate { revision: 2, .. }]), "{v:?}");
+        assert!(!check_ordered(&w).is_empty(), "a duplicate of an old event is also out of order");
+    }
+
+    #[test]
+    fn catches_a_revision_split_over_responses() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        let rev4 = w.responses.iter().position(|r| r.revision == 4).expect("rev 4");
+        let mut second = w.responses[rev4].clone();
+        second.events = vec![w.responses[rev4].events.pop().expect("two events")];
+        w.responses.insert(rev4 + 1, second);
+        let v = check_atomic(&w, None);
+        assert!(matches!(v.as_slice(), [WatchViolation::NotAtomic { revision: 4, .. }]), "{v:?}");
+        // Half a revision, the other half never sent: only the reference knows.
+        w.responses.remove(rev4 + 1);
+        assert_eq!(check_atomic(&w, None), vec![]);
+        let v = check_atomic(&w, Some(&log));
+        assert!(matches!(v.as_slice(), [WatchViolation::NotAtomic { revision: 4, .. }]), "{v:?}");
+    }
+
+    #[test]
+    fn catches_a_gap() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        let rev3 = w.responses.iter().position(|r| r.revision == 3).expect("rev 3");
+        w.responses.remove(rev3);
+        let v = check_reliable(&w, &log);
+        assert!(
+            matches!(v.as_slice(), [WatchViolation::Gap { revision: 3, first: 2, last: 6, key, .. }] if key.0 == b"b"),
+            "{v:?}"
+        );
+        assert_eq!(check_ordered(&w), vec![]);
+        assert_eq!(check_unique(&w), vec![]);
+    }
+
+    #[test]
+    fn catches_a_watch_that_does_not_resume_where_asked() {
+        let log = reference();
+        // Started at 2 but the first event delivered is at 3: no gap between
+        // what it got, but not resumed at 2.
+        let mut w = all(&log, 2);
+        w.responses.remove(1);
+        assert_eq!(check_reliable(&w, &log), vec![]);
+        let v = check_resumable(&w, &log);
+        assert!(
+            matches!(
+                &v[..],
+                [WatchViolation::NotResumable { start: 2, expected: Some((_, 2)), got: Some((_, 3)), .. }]
+            ),
+            "{v:?}"
+        );
+        // An event from before the start revision.
+        let mut w = all(&log, 4);
+        let early = all(&log, 2).responses[2].clone();
+        w.responses.insert(1, early);
+        assert!(!check_resumable(&w, &log).is_empty());
+    }
+
+    #[test]
+    fn catches_a_dishonest_bookmark() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        // A progress notification at 4 sent before revision 4 was.
+        let rev4 = w.responses.iter().position(|r| r.revision == 4).expect("rev 4");
+        w.responses.insert(rev4, WatchResponse { time: 1, revision: 4, ..Default::default() });
+        let v = check_bookmarkable(&w, None);
+        assert!(
+            matches!(v.as_slice(), [WatchViolation::DishonestBookmark { bookmark: 4, .. }, ..]),
+            "without a reference: events at or below it arrive later: {v:?}"
+        );
+        let with_ref = check_bookmarkable(&w, Some(&log));
+        assert!(with_ref.len() > v.len(), "with a reference, the missing events are named too: {with_ref:?}");
+        // A bookmark below what was already delivered.
+        let mut w = all(&log, 2);
+        w.responses.push(WatchResponse { time: 1, revision: 5, ..Default::default() });
+        assert!(matches!(
+            check_bookmarkable(&w, None).as_slice(),
+            [WatchViolation::DishonestBookmark { bookmark: 5, .. }]
+        ));
+    }
+
+    #[test]
+    fn catches_a_wrong_prev_kv() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        let rev6 = w.responses.iter().position(|r| !r.created && r.revision == 6).expect("rev 6");
+        // a=3@6 replaced a=2@4; claim it replaced a=1@2.
+        let stale = w.responses[1].events[0].kv.clone();
+        w.responses[rev6].events[0].prev_kv = Some(stale);
+        let v = check_prev_kv(&w, &log);
+        assert!(matches!(v.as_slice(), [WatchViolation::WrongPrevKv { revision: 6, .. }]), "{v:?}");
+        // The first put of a key has no prev_kv.
+        let mut w = all(&log, 2);
+        w.responses[1].events[0].prev_kv = w.responses[3].events[0].prev_kv.clone();
+        assert!(matches!(
+            check_prev_kv(&w, &log).as_slice(),
+            [WatchViolation::WrongPrevKv { revision: 2, expected: None, .. }]
+        ));
+        // Not asked for: not checked.
+        let mut w = all(&log, 2);
+        w.request.prev_kv = false;
+        w.responses[1].events[0].prev_kv = Some(Default::default());
+        assert_eq!(check_prev_kv(&w, &log), vec![]);
+    }
+
+    #[test]
+    fn catches_an_event_that_differs_from_the_reference() {
+        let log = reference();
+        let mut w = all(&log, 2);
+        w.responses[1].events[0].kv.value = "other".into();
+        let v = check_events_match(&w, &log);
+        assert!(matches!(v.as_slice(), [WatchViolation::EventMismatch { revision: 2, .. }]), "{v:?}");
+        // Two watches disagreeing is caught without any reference.
+        let (_, inconsistent) = EventLog::from_watches(&[w, all(&log, 2)]);
+        assert!(matches!(inconsistent.as_slice(), [WatchViolation::Inconsistent { revision: 2, .. }]));
+    }
+
+    #[test]
+    fn a_reference_merged_from_watches_finds_what_one_watch_missed() {
+        let log = reference();
+        let full = all(&log, 2);
+        let mut missing = all(&log, 2);
+        missing.watch_id = 2;
+        missing.responses.remove(2);
+        let (merged, v) = EventLog::from_watches(&[full, missing.clone()]);
+        assert_eq!(v, vec![]);
+        assert!(matches!(
+            check_reliable(&missing, &merged).as_slice(),
+            [WatchViolation::Gap { revision: 3, .. }]
+        ));
+        // Without the initial state, the first prev_kv of a key cannot be judged.
+        assert_eq!(merged.value_before(&"a".into(), 2), None);
+        assert_eq!(merged.value_before(&"a".into(), 4).flatten().map(|kv| kv.mod_revision), Some(2));
+    }
+}
