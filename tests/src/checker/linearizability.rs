@@ -196,7 +196,7 @@ impl Ctx<'_> {
     fn over_budget(&mut self) -> bool {
         if self.steps >= self.max_steps {
             self.out_of_budget = true;
-        } else if self.steps % 4096 == 0
+        } else if self.steps.is_multiple_of(4096)
             && let Some(d) = self.deadline
             && Instant::now() >= d
         {

@@ -111,8 +111,10 @@ mod tests {
         let model = final_model(&h, &lin.linearization);
         let fs = FinalState { revision: model.revision(), kvs: model.snapshot(0) };
         let end = h.operations.iter().map(|o| o.ret).max().unwrap_or(0) + 1;
-        h.watches.push(testgen::watch_from_reference(&reference, 100, 1, ("k", "l"), 2, 1, true, end));
-        h.watches.push(testgen::watch_from_reference(&reference, 101, 1, ("k1", ""), 0, 40, true, end));
+        h.watches.push(testgen::watch_from_reference(&reference, ("k", "l"), 2, 1, true, end));
+        let mut from_now = testgen::watch_from_reference(&reference, ("k1", ""), 0, 40, true, end);
+        from_now.client = 8;
+        h.watches.push(from_now);
         let report = check_history(&h, Some(&fs), &CheckOptions::default());
         assert!(report.passed(), "{report}");
         assert!(report.reference_from_linearization);

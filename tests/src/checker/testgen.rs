@@ -297,14 +297,12 @@ pub fn mutate(h: &mut History, rng: &mut StdRng) -> Option<usize> {
     None
 }
 
-/// A watch that received exactly what `reference` says, one response per
+/// A watch (client 7, id 1) that received exactly what `reference` says, one response per
 /// revision, starting at `start` (the created response is at `created`),
 /// with prev_kv when asked, on keys `[key, end)`. Every response arrives
 /// at time `at` (on the history's clock: an event observes a write).
 pub fn watch_from_reference(
     reference: &super::watch::EventLog,
-    client: u64,
-    watch_id: i64,
     (key, end): (&str, &str),
     start: i64,
     created: i64,
@@ -319,7 +317,7 @@ pub fn watch_from_reference(
         prev_kv,
         progress_notify: false,
     };
-    let mut w = WatchRecord { client, watch_id, request, responses: Vec::new() };
+    let mut w = WatchRecord { client: 7, watch_id: 1, request, responses: Vec::new() };
     w.responses.push(WatchResponse { time: at, revision: created, created: true, ..Default::default() });
     let from = if start > 0 { start } else { created + 1 };
     let mut by_rev: std::collections::BTreeMap<i64, Vec<super::watch::Event>> = Default::default();

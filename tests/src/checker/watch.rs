@@ -613,7 +613,7 @@ mod tests {
     }
 
     fn all(log: &EventLog, start: i64) -> WatchRecord {
-        watch_from_reference(log, 7, 1, ("a", "\0"), start, 6, true, 1000)
+        watch_from_reference(log, ("a", "\0"), start, 6, true, 1000)
     }
 
     #[test]
@@ -623,7 +623,7 @@ mod tests {
             assert_eq!(check_watch(&all(&log, start), Some(&log)), vec![], "start {start}");
         }
         // From "now" (created at 3): events from 4 on, only key a.
-        let w = watch_from_reference(&log, 7, 2, ("a", ""), 0, 3, true, 1000);
+        let w = watch_from_reference(&log, ("a", ""), 0, 3, true, 1000);
         assert_eq!(w.events().map(|e| e.revision()).collect::<Vec<_>>(), vec![4, 6]);
         assert_eq!(check_watch(&w, Some(&log)), vec![]);
         // Fragments of one response count as one response.
