@@ -154,6 +154,8 @@ struct POp {
     /// revision may not exceed this: its answer carries that revision (or
     /// its effect was seen at the next one), and revisions only grow.
     bound: i64,
+    /// An Unknown write seen at this revision: it must take effect there.
+    pinned: Option<i64>,
 }
 
 struct Frame {
@@ -298,7 +300,7 @@ impl SegSearch {
                 let before = ctx.model.state_hash();
                 let (res, undo) = ctx.model.apply(&o.request, recorded, None);
                 let fits = match recorded {
-                    None => true,
+                    None => ctx.pops[op as usize].pinned.is_none_or(|m| ctx.model.revision() == m),
                     Some(r) => res.as_ref() == Ok(r),
                 };
                 // An optional operation that changes nothing here is
@@ -470,12 +472,14 @@ pub fn check_linearizable(history: &History, opts: &CheckOptions) -> Linearizabi
     let mut pops = Vec::new();
     for (i, o) in history.operations.iter().enumerate() {
         let mut ret = o.effective_return();
+        let mut pinned = None;
         let (definite, order, bound) = match &o.outcome {
             Outcome::Failed(_) => continue,
             Outcome::Unknown(_) if !o.request.is_write() => continue,
             Outcome::Unknown(_) => match observed.get(&i) {
                 Some(&(seen, rev)) => {
                     ret = seen.max(o.call);
+                    pinned = Some(rev);
                     (true, (rev, 0), rev - 1)
                 }
                 None => (false, (i64::MAX, 0), i64::MAX),
@@ -483,7 +487,7 @@ pub fn check_linearizable(history: &History, opts: &CheckOptions) -> Linearizabi
             Outcome::Ok(r) if bumps(r) => (true, (r.revision(), 0), r.revision() - 1),
             Outcome::Ok(r) => (true, (r.revision(), 1), r.revision()),
         };
-        pops.push(POp { hist: i, call: o.call, ret, definite, order, bound });
+        pops.push(POp { hist: i, call: o.call, ret, definite, order, bound, pinned });
     }
     // Segments over the definite operations in call order.
     let mut defs: Vec<u32> = (0..pops.len() as u32).filter(|&i| pops[i as usize].definite).collect();
@@ -604,6 +608,11 @@ fn explain(ctx: &Ctx<'_>, definite_total: usize) -> Explanation {
                     "{}: takes the revision to {rev}, past what #{} (still pending) was answered with",
                     show_req(&o.request),
                     passed.expect("some")
+                ),
+                (_, None) if ctx.pops[op as usize].pinned.is_some_and(|m| m != rev) => format!(
+                    "{}: unknown outcome, seen at revision {} but would take effect at {rev}",
+                    show_req(&o.request),
+                    ctx.pops[op as usize].pinned.expect("pinned")
                 ),
                 (_, None) if model.state_hash() == before => {
                     format!("{}: unknown outcome, changes nothing here", show_req(&o.request))

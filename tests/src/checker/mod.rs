@@ -99,6 +99,56 @@ mod tests {
     use crate::checker::linearizability::final_model;
     use crate::checker::testgen::{self, GenOpts};
 
+    /// Two Unknown puts, nothing but a count says both happened; a watch
+    /// saw one of them at revision 4. The linearization (and so the watch
+    /// reference) must put it there, not in the first free slot.
+    #[test]
+    fn a_write_seen_by_a_watch_is_pinned_to_its_revision() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "0"), Outcome::Ok(Response::Put { revision: 2, prev_kv: None }));
+        h.record(2, 20, 30, Request::put("b", "1"), Outcome::Unknown("timeout".into()));
+        h.record(3, 20, 30, Request::put("c", "1"), Outcome::Unknown("timeout".into()));
+        let count = Request::Range(RangeRequest {
+            key: "a".into(),
+            range_end: "\0".into(),
+            count_only: true,
+            ..Default::default()
+        });
+        h.record(
+            1,
+            100,
+            110,
+            count,
+            Outcome::Ok(Response::Range { revision: 4, kvs: vec![], count: 3, more: false }),
+        );
+        let b1 = KeyValue {
+            key: "b".into(),
+            value: "1".into(),
+            create_revision: 4,
+            mod_revision: 4,
+            version: 1,
+            lease: 0,
+        };
+        h.watches.push(WatchRecord {
+            client: 4,
+            watch_id: 1,
+            request: WatchRequest { key: "b".into(), start_revision: 2, ..Default::default() },
+            responses: vec![WatchResponse {
+                time: 90,
+                revision: 4,
+                events: vec![Event { kind: EventKind::Put, kv: b1, prev_kv: None }],
+                ..Default::default()
+            }],
+        });
+        let report = check_history(&h, None, &CheckOptions::default());
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.linearizability.linearization, vec![0, 2, 1, 3]);
+        // Seen at a revision no order can give it: not linearizable.
+        h.watches[0].responses[0].events[0].kv.mod_revision = 5;
+        let report = check_history(&h, None, &CheckOptions::default());
+        assert_eq!(report.linearizability.verdict, Verdict::NotLinearizable, "{report}");
+    }
+
     /// A generated history with watches and a final read that agree with
     /// it; then one planted fault of each kind.
     #[test]
