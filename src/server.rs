@@ -370,6 +370,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let mut servers = Vec::new();
+    let mut client_listeners = Vec::new();
+    for addr in &plan.client_addrs {
+        client_listeners.push(serve::bind(*addr).await?);
+    }
     for (listener, addr) in peer_listeners.into_iter().zip(&plan.peer_addrs) {
         tracing::info!(%addr, "serving peer traffic");
         let routes = node.peer_routes();
@@ -382,8 +386,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             server.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await
         }));
     }
-    for addr in plan.client_addrs {
-        let listener = serve::bind(addr).await?;
+    // As etcd: clients are served once the member has published its name
+    // and client URLs through raft (connections wait in the backlog).
+    tokio::select! {
+        _ = node.published() => {}
+        _ = wait_for_signal() => {
+            node.shutdown().await;
+            return Ok(());
+        }
+    }
+    for (listener, addr) in client_listeners.into_iter().zip(plan.client_addrs) {
         tracing::info!(%addr, "serving client traffic");
         servers.push(tokio::spawn(serve::serve_client(backend.clone(), grpc.clone(), listener, stopped())));
     }
@@ -392,7 +404,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "serving metrics");
         servers.push(tokio::spawn(serve::serve_metrics(backend.clone(), listener, stopped())));
     }
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = node.removed() => {}
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for s in servers {

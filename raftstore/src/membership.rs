@@ -303,6 +303,7 @@ impl Node {
             };
             let (name, client_urls) = n.advertised();
             if member.name == name && member.client_urls == client_urls {
+                n.set_published();
                 return;
             }
             let change = MemberChange::Update { id: n.member_id(), peer_urls: Vec::new(), name, client_urls };

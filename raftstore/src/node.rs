@@ -201,6 +201,10 @@ pub struct Node {
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     leader_changes: AtomicU64,
     proposals_failed: AtomicU64,
+    /// Set once the member has seen itself removed from the membership.
+    removed: tokio::sync::watch::Sender<bool>,
+    /// Set once the membership carries this member's name and client URLs.
+    published: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -315,6 +319,8 @@ impl Node {
             tasks: parking_lot::Mutex::new(Vec::new()),
             leader_changes: AtomicU64::new(0),
             proposals_failed: AtomicU64::new(0),
+            removed: tokio::sync::watch::Sender::new(false),
+            published: tokio::sync::watch::Sender::new(false),
         });
         let t1 = tokio::spawn(leadership_loop(Arc::downgrade(&node), cfg.election_timeout));
         let t2 = tokio::spawn(lease_expiry_loop(Arc::downgrade(&node)));
@@ -335,6 +341,34 @@ impl Node {
             &self.transport,
         )
         .add_service(forward_service(Arc::downgrade(self), &self.transport))
+    }
+
+    /// Resolves once this member has been removed from the cluster (etcd
+    /// then stops the member: it must not come back under its old id).
+    pub async fn removed(&self) {
+        let mut mine = self.removed.subscribe();
+        let mut told = self.network.removed();
+        tokio::select! {
+            _ = mine.wait_for(|r| *r) => {}
+            _ = told.wait_for(|r| *r) => {
+                tracing::warn!(
+                    member = format_args!("{:x}", self.member_id),
+                    "the member has been permanently removed from the cluster"
+                );
+            }
+        }
+    }
+
+    /// Resolves once the membership carries this member's name and client
+    /// URLs (etcd's `publish`): etcd serves clients only from then on, so
+    /// MemberList on any member shows them.
+    pub async fn published(&self) {
+        let mut rx = self.published.subscribe();
+        let _ = rx.wait_for(|p| *p).await;
+    }
+
+    pub(crate) fn set_published(&self) {
+        self.published.send_replace(true);
     }
 
     /// The peer transport's settings.
@@ -922,12 +956,22 @@ async fn leadership_loop(node: std::sync::Weak<Node>, extend: Duration) {
     // every entry.
     let Some(mut rx) = node.upgrade().map(|n| n.raft.server_metrics()) else { return };
     let mut leader = None;
+    let mut was_member = false;
     loop {
-        let (is_leader, now_leader) = {
-            let m = rx.borrow_watched();
-            (m.state == ServerState::Leader, m.current_leader)
-        };
         let Some(n) = node.upgrade() else { return };
+        let (is_leader, now_leader, is_member) = {
+            let m = rx.borrow_watched();
+            let is_member = m.membership_config.membership().nodes().any(|(id, _)| *id == n.member_id);
+            (m.state == ServerState::Leader, m.current_leader, is_member)
+        };
+        if was_member && !is_member {
+            tracing::warn!(
+                member = format_args!("{:x}", n.member_id),
+                "the member has been permanently removed from the cluster"
+            );
+            n.removed.send_replace(true);
+        }
+        was_member |= is_member;
         if now_leader != leader {
             if now_leader.is_some() {
                 n.leader_changes.fetch_add(1, Ordering::Relaxed);

@@ -4,3 +4,4 @@
 mod client;
 mod durability;
 mod etcdctl;
+mod ha;

@@ -6,6 +6,9 @@
 //! when dropped. [`etcdctl`] runs the real etcdctl against it.
 
 pub mod checker;
+pub mod cluster;
+
+pub use cluster::Cluster;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -150,10 +153,16 @@ impl Drop for Server {
 
 /// A plain HTTP/1.1 GET on loopback; returns the body.
 pub fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    http_get_host("127.0.0.1", port, path)
+}
+
+/// A plain HTTP/1.1 GET; returns the body.
+pub fn http_get_host(host: &str, port: u16, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     let (head, body) = buf.split_once("\r\n\r\n").context("no HTTP body")?;

@@ -28,6 +28,8 @@ pub struct GrpcNetwork {
     member_id: NodeId,
     config: Arc<TransportConfig>,
     channels: Arc<Mutex<HashMap<NodeId, PeerChannel>>>,
+    /// Set when a peer says this member was removed from the cluster.
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 #[derive(Clone)]
@@ -50,7 +52,18 @@ impl GrpcNetwork {
     /// The network of member `member_id` of cluster `cluster_id`; both go
     /// into every request, so peers can refuse a member of another cluster.
     pub fn new(cluster_id: u64, member_id: NodeId, config: TransportConfig) -> Self {
-        GrpcNetwork { cluster_id, member_id, config: Arc::new(config), channels: Arc::default() }
+        GrpcNetwork {
+            cluster_id,
+            member_id,
+            config: Arc::new(config),
+            channels: Arc::default(),
+            removed: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Becomes `true` once a peer answers that this member was removed.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
     }
 
     /// The channel to `target` at `url`: the existing one, or a new lazily
@@ -101,6 +114,6 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
         if let Err(why) = &channel {
             tracing::warn!(target_member = format_args!("{target:x}"), "{why}");
         }
-        GrpcPeer::new(self.route(target), channel, self.config.clone())
+        GrpcPeer::new(self.route(target), channel, self.config.clone(), self.removed.clone())
     }
 }

@@ -51,6 +51,8 @@ pub struct GrpcPeer {
     /// bad peer URL): every RPC then answers "unreachable" with the reason.
     client: Result<RaftPeerClient<Channel>, String>,
     config: Arc<TransportConfig>,
+    /// Set when a peer answers that this member was removed.
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for GrpcPeer {
@@ -66,13 +68,14 @@ impl GrpcPeer {
         route: pb::Route,
         channel: Result<Channel, String>,
         config: Arc<TransportConfig>,
+        removed: Arc<tokio::sync::watch::Sender<bool>>,
     ) -> Self {
         let client = channel.map(|c| {
             RaftPeerClient::new(c)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes)
         });
-        GrpcPeer { route, client, config }
+        GrpcPeer { route, client, config, removed }
     }
 
     fn call(&self, action: RPCTypes) -> Call {
@@ -102,7 +105,13 @@ impl GrpcPeer {
         request.set_timeout(ttl);
         match tokio::time::timeout(ttl, send(client, request)).await {
             Err(_) => Err(call.timeout(ttl)),
-            Ok(Err(s)) => Err(call.status(&s, ttl)),
+            Ok(Err(s)) => {
+                if s.code() == tonic::Code::FailedPrecondition && s.message().contains(super::status::REMOVED)
+                {
+                    self.removed.send_replace(true);
+                }
+                Err(call.status(&s, ttl))
+            }
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }

@@ -85,6 +85,23 @@ impl PeerService {
         PeerService { raft, me: LocalIdentity { cluster_id, member_id }, snapshot_dir: snapshot_dir.into() }
     }
 
+    /// Refuses a vote request from a member this member knows was removed:
+    /// one that is not in the membership, asking with a log no newer than
+    /// the membership (a member added later than this member has heard of
+    /// has a newer log). The refusal tells it so, and it stops.
+    fn check_not_removed(&self, rpc: &openraft::raft::VoteRequest<TypeConfig>) -> Result<(), Status> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let from = rpc.vote.leader_id().node_id;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = &m.membership_config;
+        let known = membership.membership().nodes().any(|(id, _)| *id == from);
+        if known || membership.log_id().is_none() || rpc.last_log_id > *membership.log_id() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!("member {from:x}: {}", super::status::REMOVED)))
+    }
+
     /// Writes the pieces that follow the header into a new file; returns it
     /// (removed when dropped) once size and CRC match.
     async fn receive(
@@ -206,6 +223,7 @@ impl RaftPeer for PeerService {
         let req = request.into_inner();
         self.me.check(req.route.as_ref())?;
         let rpc = codec::vote_request_from_pb(req).map_err(|e| bad_request("vote request", &e))?;
+        self.check_not_removed(&rpc)?;
         let resp = self.raft.vote(rpc).await.map_err(|e| raft_stopped(&e))?;
         Ok(Response::new(codec::vote_response_to_pb(&resp)))
     }
@@ -217,6 +235,7 @@ impl RaftPeer for PeerService {
         let req = request.into_inner();
         self.me.check(req.route.as_ref())?;
         let rpc = codec::vote_request_from_pb(req).map_err(|e| bad_request("pre-vote request", &e))?;
+        self.check_not_removed(&rpc)?;
         let resp = self.raft.pre_vote(rpc).await.map_err(|e| raft_stopped(&e))?;
         Ok(Response::new(codec::vote_response_to_pb(&resp)))
     }

@@ -20,6 +20,10 @@ use tonic::{Code, Status};
 use super::codec::CodecError;
 use crate::types::{NodeId, TypeConfig};
 
+/// How a member tells a removed member that asks for its vote that it is
+/// no longer in the cluster (etcd's text); the asking member then stops.
+pub(crate) const REMOVED: &str = "the member has been permanently removed from the cluster";
+
 /// Who this member is, for checking the route of every incoming request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalIdentity {
