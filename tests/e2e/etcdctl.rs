@@ -1,14 +1,75 @@
-//! The real etcdctl (Debian's etcd-client, API v3) against a single member.
+//! The real etcdctl (Debian's etcd-client, API v3) against a single member
+//! and against a 3-member cluster with every endpoint given: each flow runs
+//! against both.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keelson_tests::{Server, etcdctl, etcdctl_ok, etcdctl_stdin, http_get};
+use keelson_tests::{Cluster, Server, etcdctl, etcdctl_ok, etcdctl_stdin, http_get, http_get_host};
 
-#[test]
-fn kv_txn_compaction_and_errors_via_etcdctl() {
-    let server = Server::start(&[]).unwrap();
-    let ep = server.endpoint();
+/// What a flow runs against.
+enum Target {
+    One(Server),
+    Cluster(Cluster),
+}
+
+impl Target {
+    fn start(members: usize) -> Target {
+        if members == 1 {
+            Target::One(Server::start(&[]).unwrap())
+        } else {
+            Target::Cluster(Cluster::start(members, &[]).unwrap())
+        }
+    }
+
+    /// `--endpoints`: the member, or every member.
+    fn ep(&self) -> String {
+        match self {
+            Target::One(s) => s.endpoint(),
+            Target::Cluster(c) => c.endpoints(),
+        }
+    }
+
+    /// One member's endpoint (etcdctl takes only one for `snapshot save`).
+    fn one_ep(&self) -> String {
+        match self {
+            Target::One(s) => s.endpoint(),
+            Target::Cluster(c) => c.endpoint(0),
+        }
+    }
+
+    /// An HTTP GET on the (first) member's client port.
+    fn http(&self, path: &str) -> String {
+        match self {
+            Target::One(s) => http_get(s.client_port, path).unwrap(),
+            Target::Cluster(c) => http_get_host(&c.members[0].host, c.members[0].client_port, path).unwrap(),
+        }
+    }
+}
+
+/// A test of `flow` against one member and one against three.
+macro_rules! against_one_and_three {
+    ($flow:ident, $one:ident, $three:ident) => {
+        #[test]
+        fn $one() {
+            $flow(&Target::start(1));
+        }
+
+        #[test]
+        fn $three() {
+            $flow(&Target::start(3));
+        }
+    };
+}
+
+against_one_and_three!(
+    kv_txn_compaction_and_errors,
+    kv_txn_compaction_and_errors_one_member,
+    kv_txn_compaction_and_errors_three_members
+);
+
+fn kv_txn_compaction_and_errors(t: &Target) {
+    let ep = t.ep();
     assert_eq!(etcdctl_ok(&ep, &["put", "foo", "bar"]), "OK\n");
     assert_eq!(etcdctl_ok(&ep, &["get", "foo"]), "foo\nbar\n");
     etcdctl_ok(&ep, &["put", "foo", "baz"]);
@@ -76,23 +137,23 @@ fn kv_txn_compaction_and_errors_via_etcdctl() {
     assert_eq!(etcdctl_ok(&ep, &["alarm", "list"]), "");
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("snap.db");
-    let saved = etcdctl_ok(&ep, &["snapshot", "save", snap.to_str().unwrap()]);
+    let saved = etcdctl_ok(&t.one_ep(), &["snapshot", "save", snap.to_str().unwrap()]);
     assert!(saved.contains("Snapshot saved at"), "{saved}");
     assert!(std::fs::metadata(&snap).unwrap().len() > 0);
     assert!(etcdctl_ok(&ep, &["defrag"]).contains("Finished defragmenting"));
 
     // /health and /metrics on the client port.
-    assert!(http_get(server.client_port, "/health").unwrap().contains("\"health\":\"true\""));
-    let metrics = http_get(server.client_port, "/metrics").unwrap();
+    assert!(t.http("/health").contains("\"health\":\"true\""));
+    let metrics = t.http("/metrics");
     assert!(metrics.contains("etcd_server_has_leader 1"), "{metrics}");
     assert!(metrics.contains("etcd_mvcc_db_total_size_in_bytes"), "{metrics}");
     assert!(metrics.contains("etcd_disk_wal_fsync_duration_seconds"), "{metrics}");
 }
 
-#[test]
-fn leases_via_etcdctl() {
-    let server = Server::start(&[]).unwrap();
-    let ep = server.endpoint();
+against_one_and_three!(leases, leases_one_member, leases_three_members);
+
+fn leases(t: &Target) {
+    let ep = t.ep();
     let granted = etcdctl_ok(&ep, &["lease", "grant", "60"]);
     // "lease 694d77e0a5b3a20c granted with TTL(60s)"
     let id = granted.split_whitespace().nth(1).unwrap().to_string();
@@ -111,10 +172,14 @@ fn leases_via_etcdctl() {
     assert!(err.contains("etcdserver: requested lease not found"), "{err}");
 }
 
-#[test]
-fn expired_lease_takes_its_key_with_it() {
-    let server = Server::start(&[]).unwrap();
-    let ep = server.endpoint();
+against_one_and_three!(
+    expired_lease_takes_its_key_with_it,
+    lease_expiry_one_member,
+    lease_expiry_three_members
+);
+
+fn expired_lease_takes_its_key_with_it(t: &Target) {
+    let ep = t.ep();
     // The minimum TTL with etcd's default election timeout is 2s.
     let granted = etcdctl_ok(&ep, &["lease", "grant", "2"]);
     let id = granted.split_whitespace().nth(1).unwrap().to_string();
@@ -148,10 +213,14 @@ fn watch_output(ep: &str, args: &[&str], during: impl FnOnce()) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-#[test]
-fn watch_from_the_past_and_from_a_compacted_revision() {
-    let server = Server::start(&[]).unwrap();
-    let ep = server.endpoint();
+against_one_and_three!(
+    watch_from_the_past_and_from_a_compacted_revision,
+    watch_history_one_member,
+    watch_history_three_members
+);
+
+fn watch_from_the_past_and_from_a_compacted_revision(t: &Target) {
+    let ep = t.ep();
     etcdctl_ok(&ep, &["put", "h", "1"]); // rev 2
     etcdctl_ok(&ep, &["put", "h", "2"]); // rev 3
     etcdctl_ok(&ep, &["put", "h", "3"]); // rev 4
@@ -162,21 +231,20 @@ fn watch_from_the_past_and_from_a_compacted_revision() {
     assert!(compacted.contains("required revision has been compacted"), "{compacted}");
 }
 
-#[test]
-#[allow(non_snake_case)]
-fn check_perf_load_s_PASSes() {
-    let server = Server::start(&[]).unwrap();
-    let out = etcdctl(&server.endpoint(), &["check", "perf", "--load=s"]);
+against_one_and_three!(check_perf_load_s_passes, check_perf_one_member, check_perf_three_members);
+
+fn check_perf_load_s_passes(t: &Target) {
+    let out = etcdctl(&t.ep(), &["check", "perf", "--load=s"]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
     assert!(text.contains("PASS"), "{text}");
 }
 
-#[test]
-fn watch_via_etcdctl() {
-    let server = Server::start(&[]).unwrap();
-    let ep = server.endpoint();
+against_one_and_three!(watch, watch_one_member, watch_three_members);
+
+fn watch(t: &Target) {
+    let ep = t.ep();
     let mut watch = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={ep}"))
