@@ -73,6 +73,13 @@ pub struct ServerArgs {
     /// Additional URLs to listen on that respond to /metrics and /health.
     #[arg(long)]
     pub listen_metrics_urls: Option<String>,
+    /// Check data corruption before serving any client traffic.
+    #[arg(long, default_value_t = false)]
+    pub experimental_initial_corrupt_check: bool,
+    /// Duration of time between cluster corruption check passes ('0s' turns
+    /// it off).
+    #[arg(long, default_value = "0s")]
+    pub experimental_corrupt_check_time: String,
     /// Logging level: debug, info, warn, error, panic or fatal.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -99,6 +106,8 @@ pub struct ServerPlan {
     pub metrics_addrs: Vec<SocketAddr>,
     pub max_request_bytes: usize,
     pub auto_compaction: Option<keelson_raftstore::auto_compact::Policy>,
+    pub initial_corrupt_check: bool,
+    pub corrupt_check_every: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -192,7 +201,15 @@ impl ServerArgs {
             },
             transport: Default::default(),
         };
+        let corrupt_check = parse_duration(&self.experimental_corrupt_check_time).with_context(|| {
+            format!(
+                "--experimental-corrupt-check-time={:?}: not a duration",
+                self.experimental_corrupt_check_time
+            )
+        })?;
         Ok(ServerPlan {
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
+            corrupt_check_every: (!corrupt_check.is_zero()).then_some(corrupt_check),
             node,
             client_addrs,
             peer_addrs,
@@ -394,6 +411,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             node.shutdown().await;
             return Ok(());
         }
+    }
+    if plan.initial_corrupt_check {
+        let mismatches = node.check_hashes().await;
+        if let Some(m) = mismatches.first() {
+            node.shutdown().await;
+            bail!(
+                "initial corruption check: member {:x} has hash {} at revision {}, this member has {}",
+                m.member_id,
+                m.theirs,
+                m.revision,
+                m.ours
+            );
+        }
+        tracing::info!("initial corruption check passed");
+    }
+    if let Some(every) = plan.corrupt_check_every {
+        keelson_raftstore::corruption::spawn_periodic(&node, every);
     }
     for (listener, addr) in client_listeners.into_iter().zip(plan.client_addrs) {
         tracing::info!(%addr, "serving client traffic");

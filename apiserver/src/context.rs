@@ -49,6 +49,15 @@ impl<B: Backend> Ctx<B> {
         }
     }
 
+    /// etcd's corrupt applier refuses reads too once the CORRUPT alarm is
+    /// up.
+    pub fn check_not_corrupt(&self) -> Result<(), EtcdError> {
+        if self.backend.store().alarms().iter().any(|a| a.alarm == keelson_mvcc::ALARM_CORRUPT) {
+            return Err(EtcdError::Corrupt);
+        }
+        Ok(())
+    }
+
     /// Fills (or creates) a response's header, keeping a revision it has.
     pub fn fill(&self, header: &mut Option<ResponseHeader>) {
         let rev = header.as_ref().map_or(0, |h| h.revision);

@@ -43,6 +43,8 @@ pub enum EtcdError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
 
     // Leases.
     #[error("etcdserver: requested lease not found")]
@@ -118,6 +120,7 @@ impl EtcdError {
             }
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady
             | TooManyLearners | BadLeaderTransferee | NotLeader | AuthNotEnabled | UserNotFound
@@ -170,6 +173,7 @@ impl From<&ApplyError> for EtcdError {
             ApplyErrorKind::LeaseNotFound => EtcdError::LeaseNotFound,
             ApplyErrorKind::LeaseExists => EtcdError::LeaseExists,
             ApplyErrorKind::LeaseTtlTooLarge => EtcdError::LeaseTtlTooLarge,
+            ApplyErrorKind::Corrupt => EtcdError::Corrupt,
             ApplyErrorKind::Storage | ApplyErrorKind::ApplyErrorUnknown => {
                 EtcdError::Unknown(e.message.clone())
             }

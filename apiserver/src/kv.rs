@@ -37,6 +37,7 @@ impl<B: Backend> KvService<B> {
     /// revision.
     async fn read_range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
         check_range(&req)?;
+        self.ctx.check_not_corrupt()?;
         if !req.serializable {
             self.ctx.backend.read_barrier().await?;
         }
@@ -48,6 +49,7 @@ impl<B: Backend> KvService<B> {
     /// decided by the store's own Txn code inside a write batch that writes
     /// nothing and is dropped.
     async fn read_txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        self.ctx.check_not_corrupt()?;
         if !txn_serializable(&req) {
             self.ctx.backend.read_barrier().await?;
         }

@@ -8,6 +8,7 @@
 //! | a linearizable read         | `ReadIndex`       | `Raft::get_read_linearizer`        |
 //! | a lease keep-alive / TTL    | `LeaseKeepAlive`… | its lessor (only it counts down)   |
 //! | a membership change         | `ChangeMembers`   | `Raft::change_membership` & co.    |
+//! | the corruption check        | `HashKv`          | (any member) its store's HashKV    |
 //!
 //! A follower answers a forwarded write only once it has applied the entry
 //! itself (the leader returns the log index), so a client that writes on a
@@ -217,5 +218,18 @@ impl Forward for ForwardService {
             cluster_id: node.cluster_id(),
             members: to_wire_members(node.members()),
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let req = request.into_inner();
+        let node = self.node(req.route.as_ref())?;
+        let revision = req.revision;
+        let answer = tokio::task::spawn_blocking(move || node.hash_kv_here(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(answer))
     }
 }

@@ -18,6 +18,7 @@
 pub use openraft;
 
 pub mod auto_compact;
+pub mod corruption;
 mod forward;
 pub mod ids;
 pub mod lessor;

@@ -358,6 +358,21 @@ impl Shared {
         index: u64,
     ) -> InternalResponse {
         let events_before = w.events().len();
+        let writes = matches!(
+            req.request,
+            Some(
+                Request::Put(_)
+                    | Request::DeleteRange(_)
+                    | Request::Txn(_)
+                    | Request::Compaction(_)
+                    | Request::LeaseGrant(_)
+                    | Request::LeaseRevoke(_)
+            )
+        );
+        // etcd's corrupt applier: with the CORRUPT alarm up, nothing changes.
+        if writes && store.alarms().iter().any(|a| a.alarm == keelson_mvcc::ALARM_CORRUPT) {
+            return apply_error(ApplyErrorKind::Corrupt, "corrupt cluster".into());
+        }
         let result: Result<Response, MvccError> = match req.request {
             Some(Request::Put(r)) => w.put(&r).map(Response::Put),
             Some(Request::DeleteRange(r)) => w.delete_range(&r).map(Response::DeleteRange),

@@ -2,6 +2,7 @@
 //! and the etcd-client crate.
 
 mod client;
+mod corruption;
 mod durability;
 mod etcdctl;
 mod ha;

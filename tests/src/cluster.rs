@@ -28,6 +28,8 @@ pub struct Member {
     pub joins: bool,
     /// The network namespace the member runs in, if isolated.
     pub netns: Option<String>,
+    /// Extra flags for this member only.
+    pub extra: Vec<String>,
 }
 
 impl Member {
@@ -133,6 +135,7 @@ impl Cluster {
             child: None,
             joins: false,
             netns,
+            extra: Vec::new(),
         });
     }
 
@@ -195,6 +198,7 @@ impl Cluster {
             "warn".into(),
         ];
         args.extend(self.extra.iter().cloned());
+        args.extend(m.extra.iter().cloned());
         let mut cmd = match &m.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -230,6 +234,15 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("member {} not healthy after {timeout:?}", self.members[i].name)
+    }
+
+    /// Where member `i`'s current MVCC store is (its RocksDB directory).
+    pub fn store_dir(&self, i: usize) -> std::path::PathBuf {
+        let member = self.members[i].data_dir.join("member");
+        match std::fs::read_to_string(member.join("kv.current")) {
+            Ok(name) => member.join(name.trim()),
+            Err(_) => member.join("kv"),
+        }
     }
 
     /// `kill -9` of member `i`.
