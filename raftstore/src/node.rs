@@ -484,6 +484,7 @@ impl Node {
 
     async fn propose_anywhere(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
+        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
         let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
         let mut encoded = None;
         loop {
@@ -496,10 +497,7 @@ impl Node {
             };
             match result {
                 // Not taken: the leader changed under us; try the new one.
-                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(ProposeError::NotLeader { .. }) => return Err(ProposeError::Timeout),
+                Err(e @ ProposeError::NotLeader { .. }) => retry.again(e).await?,
                 other => return other,
             }
         }
@@ -590,6 +588,7 @@ impl Node {
     /// or asked of it over the peer channel.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
+        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
@@ -600,13 +599,8 @@ impl Node {
             match result {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 // Reads change nothing: ask again while there is time.
-                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost) => {
-                    return Err(ProposeError::Timeout);
+                Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)) => {
+                    retry.again(e).await?
                 }
                 Err(e) => return Err(e),
             }
@@ -673,6 +667,7 @@ impl Node {
     /// its TTL.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
+        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
@@ -691,10 +686,8 @@ impl Node {
                 }
             };
             match result {
-                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)) => {
+                    retry.again(e).await?
                 }
                 other => return other,
             }
@@ -717,6 +710,7 @@ impl Node {
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
+        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
@@ -738,10 +732,8 @@ impl Node {
                 }
             };
             match result {
-                Err(ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)) => {
+                    retry.again(e).await?
                 }
                 other => return other,
             }
@@ -816,6 +808,41 @@ impl Node {
                 return id as i64;
             }
         }
+    }
+}
+
+/// Paces the retries of a request the leader did not take, and ends them:
+/// with "no leader" once no reachable leader has been seen for `patience`
+/// (two election timeouts), with a timeout at the request's deadline.
+struct Retry {
+    deadline: Instant,
+    patience: Duration,
+    leaderless_since: Option<Instant>,
+}
+
+impl Retry {
+    fn new(deadline: Instant, patience: Duration) -> Retry {
+        Retry { deadline, patience, leaderless_since: None }
+    }
+
+    /// Waits a little before the next try after `e`, or says why not to.
+    async fn again(&mut self, e: ProposeError) -> Result<(), ProposeError> {
+        let now = Instant::now();
+        match e {
+            // A leader that is known but busy changing: no clock to run.
+            ProposeError::NotLeader { leader: Some(_) } => self.leaderless_since = None,
+            _ => {
+                let since = *self.leaderless_since.get_or_insert(now);
+                if now.duration_since(since) >= self.patience {
+                    return Err(ProposeError::NoLeader);
+                }
+            }
+        }
+        if now >= self.deadline {
+            return Err(ProposeError::Timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
     }
 }
 
