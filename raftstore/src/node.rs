@@ -22,7 +22,7 @@ use keelson_proto::keelsonraftpeerpb::forward_client::ForwardClient;
 use keelson_watch::{WatchConfig, WatchHub};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{Instant as _, Raft, ReadPolicy, ServerState, SnapshotPolicy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -484,7 +484,7 @@ impl Node {
 
     async fn propose_anywhere(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
-        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
+        let mut retry = Retry::new(deadline, 3 * self.election_timeout);
         let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
         let mut encoded = None;
         loop {
@@ -509,6 +509,7 @@ impl Node {
         &self,
         req: InternalRequest,
     ) -> Result<(InternalResponse, u64), ProposeError> {
+        self.check_quorum()?;
         let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
         let cmd = Command(Bytes::from(req.encode_to_vec()));
         let written = tokio::time::timeout(self.request_timeout, self.raft.client_write(cmd))
@@ -588,7 +589,7 @@ impl Node {
     /// or asked of it over the peer channel.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
-        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
+        let mut retry = Retry::new(deadline, 3 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
@@ -610,6 +611,7 @@ impl Node {
     /// The read index, on the leader: confirms leadership with a quorum and
     /// returns the log index a linearizable read must wait for.
     pub(crate) async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        self.check_quorum()?;
         let linearizer =
             tokio::time::timeout(self.request_timeout, self.raft.get_read_linearizer(ReadPolicy::ReadIndex))
                 .await
@@ -636,6 +638,24 @@ impl Node {
                 None => Err(ProposeError::Internal("empty answer to a read index request".into())),
             },
         }
+    }
+
+    /// etcd's CheckQuorum, as seen from requests: a leader that has not
+    /// heard from a quorum for longer than an election timeout does not
+    /// count as one (it would have stepped down in etcd).
+    fn check_quorum(&self) -> Result<(), ProposeError> {
+        if self.lost_quorum() { Err(ProposeError::NotLeader { leader: None }) } else { Ok(()) }
+    }
+
+    fn lost_quorum(&self) -> bool {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
+            return false;
+        }
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.clone().into_inner().elapsed() > self.election_timeout)
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -667,7 +687,7 @@ impl Node {
     /// its TTL.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
-        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
+        let mut retry = Retry::new(deadline, 3 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
@@ -710,7 +730,7 @@ impl Node {
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
-        let mut retry = Retry::new(deadline, 2 * self.election_timeout);
+        let mut retry = Retry::new(deadline, 3 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {

@@ -257,6 +257,8 @@ async fn learner_is_added_promoted_and_another_member_removed() {
     }
     let list = etcdctl_ok(&rest, &["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");
+    // If n1 led, the others elect a new leader first.
+    c.wait_leader(Duration::from_secs(10)).unwrap();
     for i in 1..4 {
         etcdctl_ok(&c.endpoint(i), &["put", &format!("after/{i}"), "y"]);
     }
