@@ -205,16 +205,26 @@ fn added_id(out: &str) -> String {
 /// `--initial-cluster-state existing`, `member promote`; then `member
 /// remove` of another member, which stops. The cluster serves throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn learner_is_added_promoted_and_another_member_removed() {
-    let mut c = Cluster::start(3, &[]).unwrap();
+async fn three_members_add_a_learner_promote_it_and_remove_another() {
+    learner_is_added_promoted_and_another_member_removed(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_add_a_learner_promote_it_and_remove_another() {
+    learner_is_added_promoted_and_another_member_removed(5).await;
+}
+
+async fn learner_is_added_promoted_and_another_member_removed(n: usize) {
+    let mut c = Cluster::start(n, &[]).unwrap();
     let eps = c.endpoints();
     for i in 0..50 {
         etcdctl_ok(&eps, &["put", &format!("before/{i}"), "x"]);
     }
     let n4 = c.add_joining_member();
+    let name4 = c.members[n4].name.clone();
     let out = etcdctl_ok(
         &eps,
-        &["member", "add", "n4", &format!("--peer-urls={}", c.members[n4].peer_url()), "--learner"],
+        &["member", "add", &name4, &format!("--peer-urls={}", c.members[n4].peer_url()), "--learner"],
     );
     assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
     let id4 = added_id(&out);
@@ -242,12 +252,12 @@ async fn learner_is_added_promoted_and_another_member_removed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let list = etcdctl_ok(&c.endpoints(), &["member", "list"]);
-    assert!(list.contains(&format!("{id4}, started, n4, {}", c.members[n4].peer_url())), "{list}");
+    assert!(list.contains(&format!("{id4}, started, {name4}, {}", c.members[n4].peer_url())), "{list}");
     assert!(list.lines().all(|l| l.ends_with("false")), "all voters: {list}");
 
     // Remove n1; it stops by itself, as etcd's removed members do.
     let id1 = list.lines().find(|l| l.contains(", n1, ")).unwrap().split(',').next().unwrap().to_string();
-    let rest: String = (1..4).map(|i| c.endpoint(i)).collect::<Vec<_>>().join(",");
+    let rest: String = (1..=n).map(|i| c.endpoint(i)).collect::<Vec<_>>().join(",");
     let out = etcdctl_ok(&rest, &["member", "remove", &id1]);
     assert!(out.contains(&format!("Member {id1} removed")), "{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -256,15 +266,15 @@ async fn learner_is_added_promoted_and_another_member_removed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let list = etcdctl_ok(&rest, &["member", "list"]);
-    assert_eq!(list.lines().count(), 3, "{list}");
+    assert_eq!(list.lines().count(), n, "{list}");
     // If n1 led, the others elect a new leader first.
     c.wait_leader(Duration::from_secs(10)).unwrap();
-    for i in 1..4 {
+    for i in 1..=n {
         etcdctl_ok(&c.endpoint(i), &["put", &format!("after/{i}"), "y"]);
     }
-    for i in 1..4 {
+    for i in 1..=n {
         let got = etcdctl_ok(&c.endpoint(i), &["get", "after/", "--prefix", "--keys-only", "-w", "json"]);
-        assert!(got.contains("\"count\":3"), "{got}");
+        assert!(got.contains(&format!("\"count\":{n}")), "{got}");
     }
     let mut cl = client(&c.endpoint(1)).await;
     let rev = cl.get("after/", None).await.unwrap().header().unwrap().revision();
@@ -346,14 +356,23 @@ async fn leases_survive_a_leader_change_and_then_expire() {
 /// answers neither linearizable reads nor writes, and catches up once the
 /// partition heals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_member_refuses_linearizable_requests_and_rejoins() {
-    let mut c = Cluster::start_isolated(3, &[]).unwrap();
+async fn three_members_a_partitioned_member_refuses_linearizable_requests_and_rejoins() {
+    partitioned_member(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_a_partitioned_member_refuses_linearizable_requests_and_rejoins() {
+    partitioned_member(5).await;
+}
+
+async fn partitioned_member(n: usize) {
+    let mut c = Cluster::start_isolated(n, &[]).unwrap();
     let leader = c.wait_leader(Duration::from_secs(10)).unwrap();
-    let cut = (leader + 1) % 3;
+    let cut = (leader + 1) % n;
     etcdctl_ok(&c.endpoints(), &["put", "before", "1"]);
     c.isolate(cut).unwrap();
     // The rest go on.
-    let rest: String = (0..3).filter(|&i| i != cut).map(|i| c.endpoint(i)).collect::<Vec<_>>().join(",");
+    let rest: String = (0..n).filter(|&i| i != cut).map(|i| c.endpoint(i)).collect::<Vec<_>>().join(",");
     for i in 0..20 {
         etcdctl_ok(&rest, &["put", &format!("during/{i}"), "x"]);
     }

@@ -86,7 +86,9 @@ impl Cluster {
     /// the host by a bridge, on 10.x.y.(10+i). Needs root.
     pub fn start_isolated(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         let mut c = Cluster::new(extra)?;
-        let tag = std::process::id() % 10_000;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n_th = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() % 1000) * 10 + n_th % 10;
         let name = format!("kbr{tag}");
         let prefix = format!("10.{}.{}", 100 + tag / 250 % 100, tag % 250);
         run(&format!(
