@@ -653,9 +653,7 @@ impl Node {
         if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
             return false;
         }
-        m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| at.clone().into_inner().elapsed() > self.election_timeout)
+        m.last_quorum_acked.as_ref().is_some_and(|at| at.into_inner().elapsed() > self.election_timeout)
     }
 
     pub fn status(&self) -> NodeStatus {
