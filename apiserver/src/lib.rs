@@ -20,6 +20,7 @@
 //! mounted), then `kv.rs` and `watch.rs`.
 
 mod auth;
+mod authority;
 mod backend;
 mod cluster;
 mod config;

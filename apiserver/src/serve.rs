@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
+use crate::authority::AuthorityFix;
 use crate::backend::Backend;
 use crate::config::GrpcConfig;
 
@@ -43,13 +44,14 @@ pub async fn serve_metrics<B: Backend>(
         .await
 }
 
-/// Accepted connections with Nagle's algorithm off: small gRPC responses
-/// must not wait for the peer's delayed ACK (that costs ~40 ms each).
-fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<TcpStream>> {
+/// Accepted connections with Nagle's algorithm off (small gRPC responses
+/// must not wait for the peer's delayed ACK, that costs ~40 ms each), and a
+/// URL as `:authority` made acceptable (`authority.rs`).
+fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<TcpStream>>> {
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(conn)
+        Ok(AuthorityFix::new(conn))
     })
 }
 

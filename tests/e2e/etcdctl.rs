@@ -133,6 +133,13 @@ fn kv_txn_compaction_and_errors(t: &Target) {
     assert!(status.contains("\"leader\""), "{status}");
     let hash = etcdctl_ok(&ep, &["endpoint", "hashkv", "-w", "json"]);
     assert!(hash.contains("\"hash\""), "{hash}");
+    // Endpoints given as URLs, and the members' advertised client URLs
+    // (--cluster): etcdctl then sends a URL as the HTTP/2 authority.
+    let urls: Vec<String> = ep.split(',').map(|e| format!("http://{e}")).collect();
+    let status = etcdctl_ok(&urls.join(","), &["endpoint", "status", "--cluster", "-w", "json"]);
+    assert_eq!(status.matches("\"leader\"").count(), ep.split(',').count(), "{status}");
+    let hashes = etcdctl_ok(&urls.join(","), &["endpoint", "hashkv", "--cluster"]);
+    assert_eq!(hashes.lines().count(), ep.split(',').count(), "{hashes}");
     assert!(etcdctl_ok(&ep, &["member", "list"]).contains("n1"));
     assert_eq!(etcdctl_ok(&ep, &["alarm", "list"]), "");
     let dir = tempfile::tempdir().unwrap();
