@@ -63,7 +63,23 @@ fn init_logging(default_level: &str) {
         .init();
 }
 
+/// A failpoint build takes its failpoints from `FAILPOINTS` (e.g.
+/// `wal-before-fsync=1%panic`), and any panic ends the whole process as a
+/// crash would (a `panic` failpoint in a worker thread must not leave a
+/// half-dead member running).
+#[cfg(feature = "failpoints")]
+fn setup_failpoints() -> fail::FailScenario<'static> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    fail::FailScenario::setup()
+}
+
 fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = setup_failpoints();
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {

@@ -65,9 +65,11 @@ fn run(db: &DB, job: &CompactionJob, batch_limit: usize) -> Result<usize, rocksd
         removed += 1;
         if batch.len() >= batch_limit {
             db.write(std::mem::take(&mut batch))?;
+            fail::fail_point!("compaction-batch-written");
             std::thread::sleep(PAUSE);
         }
     }
+    fail::fail_point!("compaction-before-finish");
     batch.put_cf(&meta, META_FINISHED_COMPACT, job.rev.to_be_bytes());
     db.write(batch)?;
     Ok(removed)

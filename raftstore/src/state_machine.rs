@@ -577,7 +577,9 @@ impl StateMachine {
         if let Some(m) = &membership {
             w.put_meta(META_MEMBERSHIP, &serde_json::to_vec(m).map_err(io_err)?);
         }
+        fail::fail_point!("apply-before-commit");
         let committed = w.commit().map_err(io_err)?;
+        fail::fail_point!("apply-after-commit");
         for rev in committed.events {
             shared.hub.notify(rev.revision, rev.events);
         }
@@ -706,6 +708,7 @@ fn install_store(
     }
     snapshot::unpack(&kept, &staging)?;
     sync_dir(&staging)?;
+    fail::fail_point!("snapshot-install-unpacked");
     std::fs::rename(&staging, &dir)?;
     let parent = dir.parent().ok_or_else(|| bad("store directory without a parent"))?;
     sync_dir(parent)?;
@@ -725,6 +728,7 @@ fn install_store(
     std::fs::File::open(&pointer_tmp)?.sync_all()?;
     std::fs::rename(&pointer_tmp, &pointer)?;
     sync_dir(parent)?;
+    fail::fail_point!("snapshot-install-switched");
     let old = handle.replace(new.clone());
     Ok(Some((old, new)))
 }

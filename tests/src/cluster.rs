@@ -30,6 +30,8 @@ pub struct Member {
     pub netns: Option<String>,
     /// Extra flags for this member only.
     pub extra: Vec<String>,
+    /// Environment variables for this member's process (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -51,6 +53,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// Extra flags every member gets.
     pub extra: Vec<String>,
+    /// The `keelson` binary the members run.
+    pub bin: std::path::PathBuf,
     net: Option<Bridge>,
     _dir: tempfile::TempDir,
 }
@@ -70,22 +74,53 @@ fn run(cmd: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How [`Cluster::start_with`] starts a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// One network namespace per member ([`Cluster::start_isolated`]).
+    pub isolated: bool,
+    /// The binary the members run (default: [`keelson_bin`]).
+    pub bin: Option<std::path::PathBuf>,
+    /// Per-member environment for the first start, by member index.
+    pub env: Vec<(usize, String, String)>,
+}
+
 impl Cluster {
     /// Starts `n` members on 127.0.0.1 and waits until every one is
     /// healthy (it knows a leader).
     pub fn start(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        let mut c = Cluster::new(extra)?;
-        for i in 0..n {
-            c.push_member(i, None);
-        }
-        c.start_all()?;
-        Ok(c)
+        Cluster::start_with(n, extra, &ClusterOptions::default())
     }
 
     /// Starts `n` members, each in a network namespace of its own joined to
     /// the host by a bridge, on 10.x.y.(10+i). Needs root.
     pub fn start_isolated(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with(n, extra, &ClusterOptions { isolated: true, ..Default::default() })
+    }
+
+    /// Starts `n` members as `opts` says and waits until every one is
+    /// healthy.
+    pub fn start_with(n: usize, extra: &[&str], opts: &ClusterOptions) -> anyhow::Result<Cluster> {
         let mut c = Cluster::new(extra)?;
+        if let Some(bin) = &opts.bin {
+            c.bin = bin.clone();
+        }
+        if opts.isolated {
+            c.add_bridge(n)?;
+        } else {
+            for i in 0..n {
+                c.push_member(i, None);
+            }
+        }
+        for (i, k, v) in &opts.env {
+            c.members[*i].env.push((k.clone(), v.clone()));
+        }
+        c.start_all()?;
+        Ok(c)
+    }
+
+    fn add_bridge(&mut self, n: usize) -> anyhow::Result<()> {
+        let c = self;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n_th = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = (std::process::id() % 1000) * 10 + n_th % 10;
@@ -107,14 +142,14 @@ impl Cluster {
             ))?;
             c.push_member(i, Some(ns));
         }
-        c.start_all()?;
-        Ok(c)
+        Ok(())
     }
 
     fn new(extra: &[&str]) -> anyhow::Result<Cluster> {
         Ok(Cluster {
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            bin: keelson_bin(),
             net: None,
             _dir: tempfile::tempdir()?,
         })
@@ -138,6 +173,7 @@ impl Cluster {
             joins: false,
             netns,
             extra: Vec::new(),
+            env: Vec::new(),
         });
     }
 
@@ -204,13 +240,14 @@ impl Cluster {
         let mut cmd = match &m.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(keelson_bin());
+                c.args(["netns", "exec", ns]).arg(&self.bin);
                 c
             }
-            None => Command::new(keelson_bin()),
+            None => Command::new(&self.bin),
         };
         let child = cmd
             .args(&args)
+            .envs(m.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -253,6 +290,13 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops member `i`'s process with SIGSTOP (it keeps its sockets but
+    /// answers nothing) or, with `pause == false`, resumes it (SIGCONT).
+    pub fn signal_pause(&self, i: usize, pause: bool) -> anyhow::Result<()> {
+        let pid = self.members[i].child.as_ref().context("member not running")?.id();
+        run(&format!("kill -{} {pid}", if pause { "STOP" } else { "CONT" }))
     }
 
     /// Whether member `i`'s process has exited by itself (and reaps it).

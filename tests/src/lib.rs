@@ -8,7 +8,7 @@
 pub mod checker;
 pub mod cluster;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, ClusterOptions};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,13 @@ pub fn keelson_bin() -> PathBuf {
     let bin = dir.join("keelson");
     assert!(bin.exists(), "{} not built: run scripts/test (it builds the binary first)", bin.display());
     bin
+}
+
+/// `keelson-failpoints` beside [`keelson_bin`]: the binary built with the
+/// `failpoints` feature (`scripts/test` builds it), if it is there.
+pub fn keelson_failpoints_bin() -> Option<PathBuf> {
+    let bin = keelson_bin().with_file_name("keelson-failpoints");
+    bin.exists().then_some(bin)
 }
 
 /// A free loopback port.

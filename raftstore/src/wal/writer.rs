@@ -232,11 +232,13 @@ impl WriterState {
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
+        fail::fail_point!("wal-before-fsync");
         let started = Instant::now();
         self.active_file
             .sync_data()
             .map_err(|source| WalError::SyncSegment { path: self.active.path.clone(), source })?;
         self.counters.record_fsync(started.elapsed());
+        fail::fail_point!("wal-after-fsync");
         Ok(())
     }
 

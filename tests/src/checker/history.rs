@@ -395,12 +395,25 @@ pub struct History {
     pub operations: Vec<Operation>,
     #[serde(default)]
     pub watches: Vec<WatchRecord>,
+    /// Compact requests the clients sent (not modelled as operations; the
+    /// watch checks use them: etcd leaves a watch event's prev_kv unset
+    /// when the previous version was compacted by the time it is sent).
+    #[serde(default)]
+    pub compactions: Vec<Compaction>,
+}
+
+/// A Compact request: when it was sent and at which revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Monotonic nanoseconds when it was sent.
+    pub time: u64,
+    pub revision: i64,
 }
 
 impl History {
     /// An empty history of a new cluster (revision 1, no keys).
     pub fn new() -> History {
-        History { initial_revision: 1, operations: Vec::new(), watches: Vec::new() }
+        History { initial_revision: 1, operations: Vec::new(), watches: Vec::new(), compactions: Vec::new() }
     }
 
     /// Appends an operation; returns its index.

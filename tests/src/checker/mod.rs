@@ -25,8 +25,8 @@ mod testgen;
 use std::fmt;
 
 pub use history::{
-    Bytes, ClientId, Compare, CompareOp, CompareTarget, DeleteRequest, History, KeyValue, Operation, Outcome,
-    PutRequest, RangeRequest, Request, Response, TxnOp, TxnOpResponse, TxnRequest,
+    Bytes, ClientId, Compaction, Compare, CompareOp, CompareTarget, DeleteRequest, History, KeyValue,
+    Operation, Outcome, PutRequest, RangeRequest, Request, Response, TxnOp, TxnOpResponse, TxnRequest,
 };
 pub use invariants::{FinalState, InvariantViolation, check_no_lost_writes, check_revisions_monotonic};
 pub use linearizability::{
@@ -86,11 +86,30 @@ pub fn check_history(history: &History, final_state: Option<&FinalState>, opts: 
     let from_lin =
         linearizability.is_linearizable().then(|| reference_events(history, &linearizability.linearization));
     watch.extend(check_watches(&history.watches, Some(from_lin.as_ref().unwrap_or(&merged))));
+    watch.retain(|v| !prev_kv_compacted(history, v));
     let mut invariants = check_revisions_monotonic(history);
     if let Some(fs) = final_state {
         invariants.extend(check_no_lost_writes(history, fs, from_lin.as_ref()));
     }
     Report { linearizability, reference_from_linearization: from_lin.is_some(), watch, invariants }
+}
+
+/// A missing prev_kv that etcd's API allows: "if the previous KV is already
+/// compacted, nothing will be returned" — some Compact at a revision above
+/// the event's previous one was sent before the event arrived.
+fn prev_kv_compacted(history: &History, v: &WatchViolation) -> bool {
+    let WatchViolation::WrongPrevKv { watch, key, revision, expected: Some(_), got: None } = v else {
+        return false;
+    };
+    let arrived = history
+        .watches
+        .iter()
+        .filter(|w| w.client == watch.client && w.watch_id == watch.watch_id)
+        .flat_map(|w| &w.responses)
+        .find(|r| r.events.iter().any(|e| e.kv.key == *key && e.revision() == *revision))
+        .map(|r| r.time);
+    let Some(arrived) = arrived else { return false };
+    history.compactions.iter().any(|c| c.time <= arrived && c.revision > *revision - 1)
 }
 
 #[cfg(test)]
@@ -147,6 +166,50 @@ mod tests {
         h.watches[0].responses[0].events[0].kv.mod_revision = 5;
         let report = check_history(&h, None, &CheckOptions::default());
         assert_eq!(report.linearizability.verdict, Verdict::NotLinearizable, "{report}");
+    }
+
+    /// A prev_kv missing on an event is a violation unless a Compact past
+    /// the previous version was sent before the event arrived.
+    #[test]
+    fn a_prev_kv_compacted_away_may_be_missing() {
+        let mut h = History::new();
+        h.record(1, 0, 10, Request::put("a", "1"), Outcome::Ok(Response::Put { revision: 2, prev_kv: None }));
+        h.record(
+            1,
+            20,
+            30,
+            Request::put("a", "2"),
+            Outcome::Ok(Response::Put { revision: 3, prev_kv: None }),
+        );
+        let kv = |value: &str, rev: i64, version: i64| KeyValue {
+            key: "a".into(),
+            value: value.into(),
+            create_revision: 2,
+            mod_revision: rev,
+            version,
+            lease: 0,
+        };
+        let event = |prev_kv| Event { kind: EventKind::Put, kv: kv("2", 3, 2), prev_kv };
+        let response =
+            |e: Event| WatchResponse { time: 40, revision: 3, events: vec![e], ..Default::default() };
+        h.watches.push(WatchRecord {
+            client: 2,
+            watch_id: 1,
+            request: WatchRequest { key: "a".into(), start_revision: 3, prev_kv: true, ..Default::default() },
+            responses: vec![response(event(None))],
+        });
+        let report = check_history(&h, None, &CheckOptions::default());
+        assert!(report.watch.iter().any(|v| matches!(v, WatchViolation::WrongPrevKv { .. })), "{report}");
+        // Compacted at 3 after the event arrived: still a violation.
+        h.compactions.push(Compaction { time: 50, revision: 3 });
+        assert!(!check_history(&h, None, &CheckOptions::default()).passed());
+        // Before it arrived: etcd returns no prev_kv then.
+        h.compactions[0].time = 35;
+        let report = check_history(&h, None, &CheckOptions::default());
+        assert!(report.passed(), "{report}");
+        // A wrong prev_kv (not a missing one) is never excused.
+        h.watches[0].responses = vec![response(event(Some(kv("x", 2, 1))))];
+        assert!(!check_history(&h, None, &CheckOptions::default()).passed());
     }
 
     /// A generated history with watches and a final read that agree with
