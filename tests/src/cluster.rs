@@ -55,6 +55,8 @@ pub struct Cluster {
     pub extra: Vec<String>,
     /// The `keelson` binary the members run.
     pub bin: std::path::PathBuf,
+    /// See [`ClusterOptions::log_dir`].
+    pub log_dir: Option<std::path::PathBuf>,
     net: Option<Bridge>,
     _dir: tempfile::TempDir,
 }
@@ -83,6 +85,9 @@ pub struct ClusterOptions {
     pub bin: Option<std::path::PathBuf>,
     /// Per-member environment for the first start, by member index.
     pub env: Vec<(usize, String, String)>,
+    /// Where members write their logs (`<name>.log`, appended across
+    /// restarts) instead of the test's stderr.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -105,6 +110,7 @@ impl Cluster {
         if let Some(bin) = &opts.bin {
             c.bin = bin.clone();
         }
+        c.log_dir = opts.log_dir.clone();
         if opts.isolated {
             c.add_bridge(n)?;
         } else {
@@ -150,6 +156,7 @@ impl Cluster {
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             bin: keelson_bin(),
+            log_dir: None,
             net: None,
             _dir: tempfile::tempdir()?,
         })
@@ -245,11 +252,19 @@ impl Cluster {
             }
             None => Command::new(&self.bin),
         };
+        let stderr = match &self.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let log = dir.join(format!("{}.log", m.name));
+                Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(&log)?)
+            }
+            None => Stdio::inherit(),
+        };
         let child = cmd
             .args(&args)
             .envs(m.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("spawn keelson server")?;
         self.members[i].child = Some(child);
