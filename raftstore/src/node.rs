@@ -684,24 +684,44 @@ impl Node {
     /// Renews a lease (on the leader, forwarding from a follower); returns
     /// its TTL.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ProposeError> {
+        self.at_leader(
+            || self.lease_keep_alive_here(id),
+            move |mut client, route| async move {
+                let req = pb::LeaseRequest { route: Some(route), id, keys: false };
+                match client.lease_keep_alive(req).await.map(|r| r.into_inner().result) {
+                    Err(_) => Err(ProposeError::ConnectionLost),
+                    Ok(Some(pb::lease_keep_alive_response::Result::Ttl(ttl))) => Ok(ttl),
+                    Ok(Some(pb::lease_keep_alive_response::Result::Error(e))) => Err(from_wire(e)),
+                    Ok(None) => Err(ProposeError::Internal("empty answer to a keep-alive".into())),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Runs `here` on the leader, or `remote` with a client of the leader's
+    /// forwarding service; asks again (another leader, after a broken
+    /// connection) while the request has time. For requests that change
+    /// nothing, or that may safely happen twice.
+    async fn at_leader<T, F>(
+        &self,
+        here: impl Fn() -> Result<T, ProposeError>,
+        remote: impl Fn(ForwardClient<Channel>, pb::Route) -> F,
+    ) -> Result<T, ProposeError>
+    where
+        F: std::future::Future<Output = Result<T, ProposeError>>,
+    {
         let deadline = Instant::now() + self.request_timeout;
         let mut retry = Retry::new(deadline, 3 * self.election_timeout);
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let result = if leader == self.member_id {
-                self.lease_keep_alive_here(id)
+                here()
             } else {
-                let mut client = self.forward_client(leader)?;
-                let req = pb::LeaseRequest { route: Some(self.route(leader)), id, keys: false };
-                match tokio::time::timeout_at(deadline, client.lease_keep_alive(req)).await {
-                    Err(_) => Err(ProposeError::Timeout),
-                    Ok(Err(_)) => Err(ProposeError::ConnectionLost),
-                    Ok(Ok(r)) => match r.into_inner().result {
-                        Some(pb::lease_keep_alive_response::Result::Ttl(ttl)) => Ok(ttl),
-                        Some(pb::lease_keep_alive_response::Result::Error(e)) => Err(from_wire(e)),
-                        None => Err(ProposeError::Internal("empty answer to a keep-alive".into())),
-                    },
-                }
+                let client = self.forward_client(leader)?;
+                tokio::time::timeout_at(deadline, remote(client, self.route(leader)))
+                    .await
+                    .unwrap_or(Err(ProposeError::Timeout))
             };
             match result {
                 Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)) => {
@@ -727,35 +747,21 @@ impl Node {
         id: i64,
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, ProposeError> {
-        let deadline = Instant::now() + self.request_timeout;
-        let mut retry = Retry::new(deadline, 3 * self.election_timeout);
-        loop {
-            let leader = self.wait_for_leader(deadline).await?;
-            let result = if leader == self.member_id {
-                self.lease_time_to_live_here(id, keys)
-            } else {
-                let mut client = self.forward_client(leader)?;
-                let req = pb::LeaseRequest { route: Some(self.route(leader)), id, keys };
-                match tokio::time::timeout_at(deadline, client.lease_time_to_live(req)).await {
-                    Err(_) => Err(ProposeError::Timeout),
-                    Ok(Err(_)) => Err(ProposeError::ConnectionLost),
-                    Ok(Ok(r)) => match r.into_inner().result {
-                        Some(pb::lease_time_to_live_response::Result::Response(b)) => {
-                            LeaseTimeToLiveResponse::decode(b)
-                                .map_err(|e| ProposeError::Internal(e.to_string()))
-                        }
-                        Some(pb::lease_time_to_live_response::Result::Error(e)) => Err(from_wire(e)),
-                        None => Err(ProposeError::Internal("empty answer to a lease TTL request".into())),
-                    },
+        self.at_leader(
+            || self.lease_time_to_live_here(id, keys),
+            move |mut client, route| async move {
+                let req = pb::LeaseRequest { route: Some(route), id, keys };
+                match client.lease_time_to_live(req).await.map(|r| r.into_inner().result) {
+                    Err(_) => Err(ProposeError::ConnectionLost),
+                    Ok(Some(pb::lease_time_to_live_response::Result::Response(b))) => {
+                        LeaseTimeToLiveResponse::decode(b).map_err(|e| ProposeError::Internal(e.to_string()))
+                    }
+                    Ok(Some(pb::lease_time_to_live_response::Result::Error(e))) => Err(from_wire(e)),
+                    Ok(None) => Err(ProposeError::Internal("empty answer to a lease TTL request".into())),
                 }
-            };
-            match result {
-                Err(e @ (ProposeError::NotLeader { .. } | ProposeError::ConnectionLost)) => {
-                    retry.again(e).await?
-                }
-                other => return other,
-            }
-        }
+            },
+        )
+        .await
     }
 
     pub(crate) fn lease_time_to_live_here(
