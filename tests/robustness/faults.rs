@@ -280,14 +280,15 @@ fn once(x: &mut Ctx<'_>, fault: Fault, rng: &mut StdRng) {
             // and purge what the follower misses.
             x.wait(Duration::from_millis(3000));
             let fp = ["snapshot-install-unpacked", "snapshot-install-switched"][rng.random_range(0..2)];
-            x.c.members[f].env = vec![("FAILPOINTS".into(), format!("{fp}=1*panic"))];
+            x.c.members[f].env.retain(|(k, _)| k != "FAILPOINTS");
+            x.c.members[f].env.push(("FAILPOINTS".into(), format!("{fp}=1*panic")));
             x.note(format!("restart {} with {fp}", x.c.members[f].name));
             let _ = x.c.spawn(f);
             let until = Instant::now() + Duration::from_secs(3);
             while Instant::now() < until && x.c.members[f].running() && !x.c.exited(f) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            x.c.members[f].env.clear();
+            x.c.members[f].env.retain(|(k, _)| k != "FAILPOINTS");
             if x.c.members[f].running() {
                 x.note(format!("{} did not crash installing a snapshot (none sent?)", x.c.members[f].name));
             } else {
@@ -307,6 +308,15 @@ fn once(x: &mut Ctx<'_>, fault: Fault, rng: &mut StdRng) {
 /// Puts the cluster back together after the traffic: every member resumed,
 /// on the network, running and healthy.
 pub fn recover(c: &mut Cluster) -> anyhow::Result<()> {
+    // Members with failpoints are restarted without them: the final reads
+    // must not race a crash.
+    for i in 0..c.members.len() {
+        if c.members[i].env.iter().any(|(k, _)| k == "FAILPOINTS") {
+            c.members[i].env.retain(|(k, _)| k != "FAILPOINTS");
+            let _ = c.signal_pause(i, false);
+            c.kill9(i);
+        }
+    }
     for i in 0..c.members.len() {
         let _ = c.signal_pause(i, false);
         if c.members[i].netns.is_some() {

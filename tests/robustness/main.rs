@@ -39,6 +39,20 @@ use traffic::Profile;
 /// one).
 const MEMBER_FLAGS: &[&str] = &["--heartbeat-interval=50", "--election-timeout=500", "--snapshot-count=200"];
 
+/// [`MEMBER_FLAGS`], plus `ROBUSTNESS_MEMBER_FLAGS` (space-separated; a
+/// flag given there replaces the default one, e.g. `--snapshot-count=100000` to leave snapshots out).
+fn member_flags() -> Vec<&'static str> {
+    let mut flags = MEMBER_FLAGS.to_vec();
+    if let Ok(extra) = std::env::var("ROBUSTNESS_MEMBER_FLAGS") {
+        for f in extra.leak().split_whitespace() {
+            let name = f.split('=').next().unwrap_or(f);
+            flags.retain(|g| g.split('=').next() != Some(name));
+            flags.push(f);
+        }
+    }
+    flags
+}
+
 /// Client ids: traffic 1.., compactor 50, watchers 60.., final reads 90..
 const COMPACTOR: u64 = 50;
 const WATCHERS: u64 = 60;
@@ -177,6 +191,34 @@ fn soak() {
     assert!(failures.is_empty(), "soak failures:\n{}", failures.join("\n"));
 }
 
+/// One scenario as the soak runs it, to reproduce a soak failure:
+/// `ROBUSTNESS_SCENARIO=<profile>-<fault>` (e.g. `kubernetes-kill-leader`),
+/// `ROBUSTNESS_SEED` (the scenario's seed from the failure message),
+/// `ROBUSTNESS_TRAFFIC_SECS` (default 40).
+#[test]
+#[ignore]
+fn scenario() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = std::env::var("ROBUSTNESS_SCENARIO").expect("ROBUSTNESS_SCENARIO=<profile>-<fault>");
+    let (fault, profile) = faults::ALL
+        .iter()
+        .flat_map(|&f| [(f, Profile::Etcd), (f, Profile::Kubernetes)])
+        .find(|(f, p)| format!("{}-{}", p.name(), f.name()) == name)
+        .expect("a known scenario");
+    let s = Scenario {
+        fault,
+        profile,
+        seed: env_u64("ROBUSTNESS_SEED").unwrap_or(1),
+        traffic: Duration::from_secs(env_u64("ROBUSTNESS_TRAFFIC_SECS").unwrap_or(40)),
+        repeat: Some(Duration::from_secs(6)),
+        clients: 4,
+        pace: Duration::from_millis(3),
+    };
+    if let Err(e) = run(&s) {
+        panic!("{}: {e}", s.name());
+    }
+}
+
 /// Re-runs the checkers on a kept history: `ROBUSTNESS_REPLAY=<history.json>`
 /// (with `<history>.final.json` beside it if there is one).
 #[test]
@@ -202,15 +244,25 @@ fn check_options() -> CheckOptions {
 fn run(s: &Scenario) -> Result<(), String> {
     let t0 = Instant::now();
     let mut rng = StdRng::seed_from_u64(s.seed);
-    let bin = keelson_failpoints_bin();
+    // ROBUSTNESS_BIN: another server binary (e.g. a candidate fix built
+    // with the failpoints feature).
+    let bin =
+        std::env::var_os("ROBUSTNESS_BIN").map(std::path::PathBuf::from).or_else(keelson_failpoints_bin);
     if s.fault.needs_failpoints() && bin.is_none() {
         eprintln!("{}: SKIPPED: no keelson-failpoints binary (scripts/test builds it)", s.name());
         return Ok(());
     }
+    let mut env = s.fault.initial_env(&mut rng, 3);
+    // ROBUSTNESS_MEMBER_LOG=info (a RUST_LOG filter) for the members' logs.
+    if let Ok(filter) = std::env::var("ROBUSTNESS_MEMBER_LOG") {
+        env.extend((0..3).map(|i| (i, "RUST_LOG".to_string(), filter.clone())));
+    }
+    let out_dir = std::env::temp_dir().join("keelson-robustness");
+    let log_dir = out_dir.join(format!("{}-{}-logs", s.name(), std::process::id()));
     let opts =
-        ClusterOptions { isolated: s.fault == Fault::Partition, bin, env: s.fault.initial_env(&mut rng, 3) };
+        ClusterOptions { isolated: s.fault == Fault::Partition, bin, env, log_dir: Some(log_dir.clone()) };
     let mut cluster =
-        Cluster::start_with(3, MEMBER_FLAGS, &opts).map_err(|e| format!("start cluster: {e}"))?;
+        Cluster::start_with(3, &member_flags(), &opts).map_err(|e| format!("start cluster: {e}"))?;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -233,7 +285,11 @@ fn run(s: &Scenario) -> Result<(), String> {
         });
     }
     let conn = KvConn::new(COMPACTOR, endpoints.clone(), 0, rec.clone());
-    tasks.push(rt.spawn(traffic::compactor(conn, s.profile, stop.clone())));
+    // ROBUSTNESS_NO_COMPACTION=1 leaves compaction out (to narrow down a
+    // failure).
+    if std::env::var_os("ROBUSTNESS_NO_COMPACTION").is_none() {
+        tasks.push(rt.spawn(traffic::compactor(conn, s.profile, stop.clone())));
+    }
     for w in 0..2 {
         let prefix = s.profile.prefix();
         tasks.push(rt.spawn(traffic::watcher(
@@ -322,11 +378,11 @@ fn run(s: &Scenario) -> Result<(), String> {
         problems.push(format!("checkers:\n{report}"));
     }
     if problems.is_empty() {
+        let _ = std::fs::remove_dir_all(&log_dir);
         return Ok(());
     }
-    let dir = std::env::temp_dir().join("keelson-robustness");
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("{}-{}.json", s.name(), std::process::id()));
+    let _ = std::fs::create_dir_all(&out_dir);
+    let path = out_dir.join(format!("{}-{}.json", s.name(), std::process::id()));
     let saved = history.save(&path);
     if let Some(fs) = &final_state {
         let _ = std::fs::write(path.with_extension("final.json"), serde_json::to_string_pretty(fs).unwrap());
@@ -334,12 +390,13 @@ fn run(s: &Scenario) -> Result<(), String> {
     let actions = fault_log.actions.join("\n  ");
     Err(format!(
         "FAILED (seed {}; rerun with ROBUSTNESS_SEED={}); history kept at {} ({saved:?}; replay with \
-         ROBUSTNESS_REPLAY={} cargo test --release -p keelson-tests --test robustness -- --ignored replay)\n\
-         faults:\n  {actions}\n{}",
+         ROBUSTNESS_REPLAY={} cargo test --release -p keelson-tests --test robustness -- --ignored replay); \
+         member logs in {}\nfaults:\n  {actions}\n{}",
         s.seed,
         s.seed,
         path.display(),
         path.display(),
+        log_dir.display(),
         problems.join("\n")
     ))
 }
