@@ -597,15 +597,19 @@ async fn a_peer_from_another_cluster_is_refused() {
     assert!(msg.contains("different clusters"), "{msg}");
     assert!(matches!(err, keelson_raftstore::openraft::error::RPCError::Unreachable(_)), "{err:?}");
 
-    // The same requests from a member of this cluster reach raft: the
-    // unary calls answer (the member has a leader, so no vote, and a
-    // higher vote than this would-be leader's).
+    // From this cluster, but a member the membership does not hold, asking
+    // with no newer log than the membership's: a removed member, told so
+    // (it then stops, as etcd's removed members do).
     let mut peer = GrpcNetwork::new(CLUSTER_ID, 7, TransportConfig::default());
+    let mut removed = peer.removed();
     let mut client = peer.new_client(1, &member).await;
-    let resp = client.vote(vote.clone(), option.clone()).await.expect("vote answered");
-    assert!(!resp.vote_granted);
-    let resp = client.pre_vote(vote.clone(), option.clone()).await.expect("pre-vote answered");
-    assert!(!resp.vote_granted);
+    let err = client.vote(vote.clone(), option.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("permanently removed"), "{err}");
+    let err = client.pre_vote(vote.clone(), option.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("permanently removed"), "{err}");
+    assert!(*removed.borrow_and_update(), "the refused member learns it was removed");
+    // Appends from this cluster reach raft: the member answers with its
+    // higher vote.
     let append = AppendEntriesRequest::<TypeConfig> {
         vote: Vote { leader_id: LeaderId { term: 0, node_id: 7 }, committed: true },
         prev_log_id: None,
