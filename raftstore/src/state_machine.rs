@@ -780,8 +780,9 @@ async fn catch_up_hub(
         tracing::warn!(
             from = next,
             to = compacted,
-            "the installed snapshot is compacted past this member's revision: watchers on this member miss those revisions"
+            "the installed snapshot is compacted past this member's revision: watchers here that need those revisions are cancelled as compacted"
         );
+        hub.skip_to(compacted);
         next = compacted + 1;
     }
     while next <= current {

@@ -55,6 +55,7 @@ impl std::fmt::Debug for Shared {
 enum Command {
     Notify { rev: i64, events: Vec<Event> },
     Compacted(i64),
+    Skip(i64),
 }
 
 /// Why the hub could not start.
@@ -170,6 +171,18 @@ impl WatchHub {
         }
     }
 
+    /// Tells the hub its next revisions up to `revision` are gone: the store
+    /// was replaced by a snapshot compacted at `revision` (call
+    /// [`WatchHub::compacted`] with it first). Watchers at the head still
+    /// needing them are cancelled with `compact_revision` set, as etcd
+    /// cancels a watcher whose next revision was compacted, instead of
+    /// silently missing them; the next `notify` is `revision + 1`.
+    pub fn skip_to(&self, revision: i64) {
+        if let Some(tx) = &self.handle.tx {
+            let _ = tx.send(Command::Skip(revision));
+        }
+    }
+
     /// Opens a client stream: the handle for requests and the receiver of
     /// its responses.
     pub fn new_stream(&self) -> (WatchStream, WatchReceiver) {
@@ -210,6 +223,7 @@ fn hub_loop(shared: &Shared, rx: &Receiver<Command>) {
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Command::Notify { rev, events } => fan_out(shared, rev, events, &mut matches),
+            Command::Skip(to) => skip(shared, to),
             Command::Compacted(rev) => {
                 let mut st = shared.state.lock();
                 st.compact_rev = st.compact_rev.max(rev);
@@ -223,6 +237,39 @@ fn hub_loop(shared: &Shared, rx: &Receiver<Command>) {
         }
     }
     debug!("watch hub thread stops");
+}
+
+/// Moves the hub's head to `to` without the revisions in between: synced
+/// watchers that needed them go back to the unsynced group from the first
+/// one they lack, and the syncer, finding those compacted in the store,
+/// cancels them with `compact_revision`.
+fn skip(shared: &Shared, to: i64) {
+    let mut st = shared.state.lock();
+    if to <= st.rev {
+        return;
+    }
+    let first_missing = st.rev + 1;
+    let behind: Vec<u32> = st
+        .watchers
+        .indices()
+        .filter(|&i| st.watchers.get(i).is_some_and(|w| w.state == WatcherState::Synced && w.min_rev <= to))
+        .collect();
+    for idx in &behind {
+        if let Some(w) = st.watchers.get_mut(*idx) {
+            w.min_rev = w.min_rev.max(first_missing);
+        }
+        st.set_state(*idx, WatcherState::Unsynced);
+    }
+    st.rev = to;
+    shared.revision.store(to, Ordering::Release);
+    drop(st);
+    warn!(
+        from = first_missing,
+        to,
+        watchers = behind.len(),
+        "watch hub skipped revisions a snapshot compacted away"
+    );
+    shared.sync_signal.wake();
 }
 
 /// Delivers one revision to the synced watchers that watch its keys.
