@@ -115,6 +115,23 @@ impl GrpcPeer {
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }
+
+    /// A vote or (`pre`) a pre-vote: the same request and answer, two RPCs.
+    async fn vote_rpc(
+        &self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+        pre: bool,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let call = self.call(RPCTypes::Vote);
+        let req = codec::vote_request_to_pb(&self.route, &rpc);
+        let resp = self
+            .unary(RPCTypes::Vote, &option, req, |mut c, r| async move {
+                if pre { c.pre_vote(r).await } else { c.vote(r).await }
+            })
+            .await?;
+        decoded(&call, "decode response", codec::vote_response_from_pb(resp))
+    }
 }
 
 fn decoded<T>(call: &Call, what: &str, r: Result<T, codec::CodecError>) -> Result<T, RPCError<TypeConfig>> {
@@ -204,11 +221,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcPeer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let call = self.call(RPCTypes::Vote);
-        let req = codec::vote_request_to_pb(&self.route, &rpc);
-        let resp =
-            self.unary(RPCTypes::Vote, &option, req, |mut c, r| async move { c.vote(r).await }).await?;
-        decoded(&call, "decode response", codec::vote_response_from_pb(resp))
+        self.vote_rpc(rpc, option, false).await
     }
 
     async fn pre_vote(
@@ -216,11 +229,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcPeer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let call = self.call(RPCTypes::Vote);
-        let req = codec::vote_request_to_pb(&self.route, &rpc);
-        let resp =
-            self.unary(RPCTypes::Vote, &option, req, |mut c, r| async move { c.pre_vote(r).await }).await?;
-        decoded(&call, "decode response", codec::vote_response_from_pb(resp))
+        self.vote_rpc(rpc, option, true).await
     }
 
     async fn full_snapshot(
