@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Keelson, the embedded default: one member serving the
+    /// Kubernetes API on https://127.0.0.1:6443 (and etcd's API on
+    /// 127.0.0.1:2379), data in ./keelson-data. Writes an admin kubeconfig.
+    Up(UpArgs),
     /// Run one member of an etcd-compatible cluster (etcd's flags).
     Server(Box<server::ServerArgs>),
     /// Run the benchmark suite.
@@ -23,6 +27,53 @@ enum Command {
         #[command(subcommand)]
         suite: BenchSuite,
     },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where the data (and admin.kubeconfig) live.
+    #[arg(long, default_value = "keelson-data")]
+    data_dir: PathBuf,
+    /// Where the Kubernetes API is served.
+    #[arg(long, default_value = "https://127.0.0.1:6443")]
+    listen_api_urls: String,
+    /// Where etcd's gRPC API is served.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// The member's peer URL (nothing connects to it in a one-member
+    /// cluster, but raft's membership names it).
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// Logging level: debug, info, warn, error.
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+}
+
+#[derive(Parser)]
+struct ServerOnly {
+    #[command(flatten)]
+    args: server::ServerArgs,
+}
+
+impl UpArgs {
+    fn server_args(&self) -> server::ServerArgs {
+        let d = self.data_dir.display().to_string();
+        let argv = [
+            "keelson-up",
+            "--name=default",
+            &format!("--data-dir={d}"),
+            &format!("--listen-client-urls={}", self.listen_client_urls),
+            &format!("--advertise-client-urls={}", self.listen_client_urls),
+            &format!("--listen-peer-urls={}", self.listen_peer_urls),
+            &format!("--initial-advertise-peer-urls={}", self.listen_peer_urls),
+            &format!("--initial-cluster=default={}", self.listen_peer_urls),
+            &format!("--listen-api-urls={}", self.listen_api_urls),
+            &format!("--log-level={}", self.log_level),
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=5m",
+        ];
+        ServerOnly::parse_from(argv).args
+    }
 }
 
 #[derive(Subcommand)]
@@ -82,6 +133,14 @@ fn main() -> anyhow::Result<()> {
     let _failpoints = setup_failpoints();
     let cli = Cli::parse();
     match cli.command {
+        Command::Up(up) => {
+            let args = up.server_args();
+            let level = server::parse_log_level(&args.log_level)?;
+            init_logging(&format!("{level},openraft=error"));
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            rt.block_on(server::run_member(args, true))
+        }
         Command::Server(args) => {
             let level = server::parse_log_level(&args.log_level)?;
             // openraft narrates elections at warn level; keep it for debug.

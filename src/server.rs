@@ -83,6 +83,20 @@ pub struct ServerArgs {
     /// Logging level: debug, info, warn, error, panic or fatal.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// HTTPS URLs to serve the Kubernetes API on (none: not served).
+    #[arg(long)]
+    pub listen_api_urls: Option<String>,
+    /// The API server's serving certificate (default: one issued by the
+    /// cluster CA, kept in the store).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle that client certificates must chain to (default: the
+    /// cluster CA).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +122,8 @@ pub struct ServerPlan {
     pub auto_compaction: Option<keelson_raftstore::auto_compact::Policy>,
     pub initial_corrupt_check: bool,
     pub corrupt_check_every: Option<Duration>,
+    /// The Kubernetes API, when `--listen-api-urls` is given.
+    pub api: Option<keelson_apiserver::kube::ApiConfig>,
 }
 
 impl ServerArgs {
@@ -207,7 +223,52 @@ impl ServerArgs {
                 self.experimental_corrupt_check_time
             )
         })?;
+        let api = match &self.listen_api_urls {
+            None => {
+                if self.tls_cert_file.is_some()
+                    || self.tls_private_key_file.is_some()
+                    || self.client_ca_file.is_some()
+                {
+                    bail!(
+                        "--tls-cert-file, --tls-private-key-file and --client-ca-file need --listen-api-urls"
+                    );
+                }
+                None
+            }
+            Some(urls) => {
+                let mut listen = Vec::new();
+                let mut hosts = Vec::new();
+                for u in split_urls(urls, "--listen-api-urls")? {
+                    let (scheme, host, port) = parse_url(&u)?;
+                    if scheme != "https" {
+                        bail!("--listen-api-urls: {u:?}: the Kubernetes API is served over https only");
+                    }
+                    hosts.push(host);
+                    listen.extend(listen_addrs(
+                        &format!("http://{}:{port}", hosts.last().map_or("", |h| h.as_str())),
+                        "--listen-api-urls",
+                    )?);
+                }
+                if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+                    bail!("--tls-cert-file and --tls-private-key-file must be given together");
+                }
+                if self.tls_cert_file.is_some() && self.client_ca_file.is_none() {
+                    bail!(
+                        "--tls-cert-file needs --client-ca-file (the CA client certificates are checked against)"
+                    );
+                }
+                Some(keelson_apiserver::kube::ApiConfig {
+                    listen,
+                    hosts,
+                    data_dir: node.data_dir.clone(),
+                    tls_cert_file: self.tls_cert_file.clone(),
+                    tls_private_key_file: self.tls_private_key_file.clone(),
+                    client_ca_file: self.client_ca_file.clone(),
+                })
+            }
+        };
         Ok(ServerPlan {
+            api,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             corrupt_check_every: (!corrupt_check.is_zero()).then_some(corrupt_check),
             node,
@@ -361,6 +422,12 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 
 /// Runs a member until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    run_member(args, false).await
+}
+
+/// Runs a member; with `announce`, prints where the Kubernetes API is and
+/// how to point kubectl at it (`keelson up`).
+pub async fn run_member(args: ServerArgs, announce: bool) -> anyhow::Result<()> {
     let plan = args.plan()?;
     // Listen on the peer URLs first: a member joining a cluster, or one of
     // a new cluster, is reached by the others while it starts.
@@ -387,6 +454,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let mut servers = Vec::new();
+    let mut api_tasks = Vec::new();
     let mut client_listeners = Vec::new();
     for addr in &plan.client_addrs {
         client_listeners.push(serve::bind(*addr).await?);
@@ -433,6 +501,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "serving client traffic");
         servers.push(tokio::spawn(serve::serve_client(backend.clone(), grpc.clone(), listener, stopped())));
     }
+    if let Some(api) = plan.api.clone() {
+        let urls: Vec<String> = api.listen.iter().map(|a| format!("https://{a}")).collect();
+        let stop_api = stopped.clone();
+        let (tasks, kubeconfig) =
+            keelson_apiserver::kube::start(backend.clone(), grpc.clone(), api, move || Box::pin(stop_api()))
+                .await
+                .context("start the Kubernetes API")?;
+        api_tasks.extend(tasks);
+        if let Some(path) = &kubeconfig {
+            let path = std::fs::canonicalize(path).unwrap_or(path.clone());
+            tracing::info!(kubeconfig = %path.display(), "admin kubeconfig written");
+            if announce {
+                println!("Keelson is serving the Kubernetes API on {}", urls.join(", "));
+                println!("Admin kubeconfig: {}", path.display());
+                println!();
+                println!("    export KUBECONFIG={}", path.display());
+                println!();
+            }
+        }
+    }
     for addr in plan.metrics_addrs {
         let listener = serve::bind(addr).await?;
         tracing::info!(%addr, "serving metrics");
@@ -450,6 +538,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("server did not stop within 5s"),
             _ => {}
         }
+    }
+    for t in api_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     node.shutdown().await;
     Ok(())

@@ -26,6 +26,7 @@ mod cluster;
 mod config;
 mod context;
 mod errors;
+pub mod kube;
 pub mod http;
 mod kv;
 mod leader_monitor;

@@ -1,0 +1,335 @@
+//! Objects in the KV store. Values are the served JSON without
+//! `metadata.resourceVersion`; reads set it to the key's `mod_revision`.
+//! Every write is one compare-and-swap Txn through raft.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keelson_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use keelson_proto::etcdserverpb::request_op::Request as Op;
+use keelson_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+};
+use keelson_proto::keelsonraftpb::internal_request::Request as R;
+use keelson_proto::mvccpb::KeyValue;
+use serde_json::Value;
+
+use super::status::ApiError;
+use crate::backend::Backend;
+use crate::context::{Ctx, expect_response};
+
+/// An object as read from the store.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub key: Bytes,
+    /// The object with `metadata.resourceVersion` set.
+    pub object: Value,
+    pub mod_revision: i64,
+}
+
+/// Which state a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// The latest committed state (a read barrier first): resourceVersion
+    /// unset.
+    Latest,
+    /// Whatever this member has applied: resourceVersion "0".
+    Local,
+    /// Exactly this revision (410 once compacted).
+    Exact(i64),
+}
+
+/// What a compare-and-swap write found instead of what it expected.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The key exists (create) or changed (update/delete); the current
+    /// object, if any.
+    Mismatch(Option<Stored>),
+    Api(ApiError),
+}
+
+impl From<ApiError> for WriteError {
+    fn from(e: ApiError) -> Self {
+        WriteError::Api(e)
+    }
+}
+
+/// The end of a prefix range: the prefix with its last byte incremented.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Decodes a stored value, setting its resourceVersion.
+pub fn decode(kv: &KeyValue) -> Result<Stored, ApiError> {
+    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!("object at {} is not JSON: {e}", String::from_utf8_lossy(&kv.key)))
+    })?;
+    set_resource_version(&mut object, kv.mod_revision);
+    Ok(Stored { key: kv.key.clone(), object, mod_revision: kv.mod_revision })
+}
+
+pub fn set_resource_version(object: &mut Value, rev: i64) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// The bytes stored for an object: its JSON without resourceVersion.
+pub fn encode(object: &Value) -> Vec<u8> {
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&object).unwrap_or_default()
+}
+
+pub struct Storage<B> {
+    pub(crate) ctx: Arc<Ctx<B>>,
+}
+
+impl<B> Clone for Storage<B> {
+    fn clone(&self) -> Self {
+        Storage { ctx: self.ctx.clone() }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Stored>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// More keys follow the last one returned.
+    pub more: bool,
+    /// Keys left after this page (for `remainingItemCount`).
+    pub remaining: i64,
+}
+
+impl<B: Backend> Storage<B> {
+    pub(crate) fn new(ctx: Arc<Ctx<B>>) -> Self {
+        Storage { ctx }
+    }
+
+    /// Waits until this member has applied everything committed so far.
+    pub async fn barrier(&self) -> Result<(), ApiError> {
+        self.ctx.backend.read_barrier().await.map_err(|e| ApiError::from(crate::errors::EtcdError::from(e)))
+    }
+
+    /// The revision a read at `at` sees (after a barrier for Latest).
+    pub async fn resolve(&self, at: ReadAt) -> Result<i64, ApiError> {
+        match at {
+            ReadAt::Latest => {
+                self.barrier().await?;
+                Ok(self.ctx.backend.store().current_revision())
+            }
+            ReadAt::Local => Ok(self.ctx.backend.store().current_revision()),
+            ReadAt::Exact(rev) => {
+                let store = self.ctx.backend.store();
+                if rev > store.current_revision() {
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {rev}, current: {}",
+                        store.current_revision()
+                    )));
+                }
+                if rev < store.compacted_revision() {
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {rev} ({})",
+                        store.compacted_revision()
+                    )));
+                }
+                Ok(rev)
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str, at: ReadAt) -> Result<Option<Stored>, ApiError> {
+        let rev = match at {
+            ReadAt::Latest => {
+                self.barrier().await?;
+                0
+            }
+            ReadAt::Local => 0,
+            ReadAt::Exact(rev) => self.resolve(ReadAt::Exact(rev)).await?,
+        };
+        let req = RangeRequest { key: key.as_bytes().to_vec().into(), revision: rev, ..Default::default() };
+        let resp = self.ctx.try_with_store(move |s| s.range(&req)).await.map_err(ApiError::from)?;
+        resp.kvs.first().map(decode).transpose()
+    }
+
+    /// Up to `limit` objects (0: all) with keys in [start, end) at `rev`
+    /// (0: the current revision).
+    pub async fn list(&self, start: &[u8], end: &[u8], rev: i64, limit: i64) -> Result<Page, ApiError> {
+        let req = RangeRequest {
+            key: start.to_vec().into(),
+            range_end: end.to_vec().into(),
+            revision: rev,
+            limit,
+            ..Default::default()
+        };
+        let resp = self.ctx.try_with_store(move |s| s.range(&req)).await.map_err(ApiError::from)?;
+        let revision = if rev > 0 { rev } else { resp.header.as_ref().map_or(0, |h| h.revision) };
+        let items = resp.kvs.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let remaining = (resp.count - items.len() as i64).max(0);
+        Ok(Page { items, revision, more: resp.more, remaining })
+    }
+
+    async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, ApiError> {
+        let resp = self.ctx.propose(R::Txn(txn)).await.map_err(ApiError::from)?;
+        expect_response!(resp, Txn).map_err(ApiError::from)
+    }
+
+    fn failed_current(resp: &TxnResponse) -> Result<Option<Stored>, ApiError> {
+        for r in &resp.responses {
+            if let Some(keelson_proto::etcdserverpb::response_op::Response::ResponseRange(range)) =
+                &r.response
+            {
+                return range.kvs.first().map(decode).transpose();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `object` at `key` if the key's mod_revision is `expected`
+    /// (0: the key must not exist). Returns the new revision.
+    pub async fn put_if(&self, key: &str, object: &Value, expected: i64) -> Result<i64, WriteError> {
+        let key_bytes: Bytes = key.as_bytes().to_vec().into();
+        let (target, union) = if expected == 0 {
+            (CompareTarget::Create, TargetUnion::CreateRevision(0))
+        } else {
+            (CompareTarget::Mod, TargetUnion::ModRevision(expected))
+        };
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: target as i32,
+                key: key_bytes.clone(),
+                range_end: Bytes::new(),
+                target_union: Some(union),
+            }],
+            success: vec![RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: key_bytes.clone(),
+                    value: encode(object).into(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Op::RequestRange(RangeRequest { key: key_bytes, ..Default::default() })),
+            }],
+        };
+        let resp = self.txn(txn).await?;
+        if resp.succeeded {
+            Ok(resp.header.map_or(0, |h| h.revision))
+        } else {
+            Err(WriteError::Mismatch(Self::failed_current(&resp)?))
+        }
+    }
+
+    /// Deletes `key` if its mod_revision is `expected`. Returns the
+    /// revision of the delete.
+    pub async fn delete_if(&self, key: &str, expected: i64) -> Result<i64, WriteError> {
+        let key_bytes: Bytes = key.as_bytes().to_vec().into();
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Mod as i32,
+                key: key_bytes.clone(),
+                range_end: Bytes::new(),
+                target_union: Some(TargetUnion::ModRevision(expected)),
+            }],
+            success: vec![RequestOp {
+                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: key_bytes.clone(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Op::RequestRange(RangeRequest { key: key_bytes, ..Default::default() })),
+            }],
+        };
+        let resp = self.txn(txn).await?;
+        if resp.succeeded {
+            Ok(resp.header.map_or(0, |h| h.revision))
+        } else {
+            Err(WriteError::Mismatch(Self::failed_current(&resp)?))
+        }
+    }
+
+    /// Deletes every key in [start, end).
+    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<i64, ApiError> {
+        let req = DeleteRangeRequest {
+            key: start.to_vec().into(),
+            range_end: end.to_vec().into(),
+            ..Default::default()
+        };
+        let resp = self.ctx.propose(R::DeleteRange(req)).await.map_err(ApiError::from)?;
+        let resp = expect_response!(resp, DeleteRange).map_err(ApiError::from)?;
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// Writes raw bytes at `key` if it does not exist; returns the value
+    /// stored there afterwards (ours or the one already there).
+    pub async fn create_raw(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let key_bytes: Bytes = key.as_bytes().to_vec().into();
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key_bytes.clone(),
+                range_end: Bytes::new(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+            }],
+            success: vec![RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: key_bytes.clone(),
+                    value: value.clone().into(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Op::RequestRange(RangeRequest { key: key_bytes, ..Default::default() })),
+            }],
+        };
+        let resp = self.txn(txn).await?;
+        if resp.succeeded {
+            return Ok(value);
+        }
+        for r in &resp.responses {
+            if let Some(keelson_proto::etcdserverpb::response_op::Response::ResponseRange(range)) =
+                &r.response
+                && let Some(kv) = range.kvs.first()
+            {
+                return Ok(kv.value.to_vec());
+            }
+        }
+        Err(ApiError::internal(format!("{key}: neither created nor found")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+    }
+
+    #[test]
+    fn stored_bytes_leave_out_the_resource_version() {
+        let obj = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"}});
+        let bytes = encode(&obj);
+        let kv = KeyValue { key: "k".into(), value: bytes.into(), mod_revision: 9, ..Default::default() };
+        let back = decode(&kv).unwrap();
+        assert_eq!(back.object["metadata"]["resourceVersion"], "9");
+        assert!(!String::from_utf8_lossy(&encode(&obj)).contains("resourceVersion"));
+    }
+}
