@@ -42,6 +42,8 @@ pub struct KubeApi<B> {
     /// host:port clients reach this server at (discovery's
     /// serverAddressByClientCIDRs).
     pub advertise: String,
+    /// Watch events decoded and encoded once for every watcher.
+    pub events: watch::EventCache,
 }
 
 pub type Query = HashMap<String, String>;
@@ -198,6 +200,7 @@ impl<B: Backend> KubeApi<B> {
             bookmark_interval: Duration::from_secs(10),
             list_batch: 500,
             advertise: "127.0.0.1:6443".into(),
+            events: watch::EventCache::default(),
         }
     }
 
@@ -244,13 +247,13 @@ impl<B: Backend> KubeApi<B> {
         body: Bytes,
         identity: Option<Identity>,
     ) -> Result<Response, ApiError> {
-        let body = if *method == Method::PATCH { body } else { super::protobuf::json_body(headers, body)? };
         let rt = self.resolve_type(&t)?;
         if let Some(sub) = &t.subresource
             && !rt.has_subresource(sub)
         {
             return Err(not_found_path());
         }
+        let body = if *method == Method::PATCH { body } else { super::protobuf::json_body(headers, body)? };
         if rt.verbs == ["create"] {
             return match *method {
                 Method::POST => super::access::review(&rt, &body, identity.as_ref()),
@@ -264,7 +267,10 @@ impl<B: Backend> KubeApi<B> {
         if matches!(*method, Method::POST | Method::PUT) {
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let base = ct.split(';').next().unwrap_or_default().trim();
-            if !matches!(base, "" | "application/json" | "application/yaml" | "*/*" | super::protobuf::MEDIA_TYPE) {
+            if !matches!(
+                base,
+                "" | "application/json" | "application/yaml" | "*/*" | super::protobuf::MEDIA_TYPE
+            ) {
                 return Err(ApiError::new(
                     415,
                     "UnsupportedMediaType",

@@ -63,27 +63,94 @@ impl WatchRequest {
         self.labels.matches(object) && self.fields.matches(object)
     }
 
-    /// The watch event one MVCC event becomes, if any.
-    fn translate(&self, ev: &MvccEvent) -> Result<Option<(&'static str, Value)>, ApiError> {
+    /// The watch event one MVCC event becomes, if any: its type, the
+    /// object, and the (key, revision) the shared encodings are keyed by.
+    fn translate(
+        &self,
+        cache: &EventCache,
+        ev: &MvccEvent,
+    ) -> Result<Option<(&'static str, Arc<Value>, i64)>, ApiError> {
         let Some(kv) = &ev.kv else { return Ok(None) };
-        let prev = ev.prev_kv.as_ref().map(decode).transpose()?;
-        let was = prev.as_ref().is_some_and(|p| self.selected(&p.object));
+        let prev = ev.prev_kv.as_ref().map(|p| cache.object(p, None)).transpose()?;
+        let was = prev.as_ref().is_some_and(|p| self.selected(p));
         if ev.r#type == EventType::Delete as i32 {
-            let Some(mut prev) = prev else { return Ok(None) };
             if !was {
                 return Ok(None);
             }
-            super::storage::set_resource_version(&mut prev.object, kv.mod_revision);
-            return Ok(Some(("DELETED", prev.object)));
+            // The last state, at the revision of the delete.
+            let gone = cache.object(ev.prev_kv.as_ref().expect("checked above"), Some(kv.mod_revision))?;
+            return Ok(Some(("DELETED", gone, kv.mod_revision)));
         }
-        let now = decode(kv)?;
-        let is = self.selected(&now.object);
+        let now = cache.object(kv, None)?;
+        let is = self.selected(&now);
         Ok(match (was, is) {
-            (_, true) if prev.is_none() || !was => Some(("ADDED", now.object)),
-            (true, true) => Some(("MODIFIED", now.object)),
-            (true, false) => Some(("DELETED", now.object)),
+            (false, true) => Some(("ADDED", now, kv.mod_revision)),
+            (true, true) => Some(("MODIFIED", now, kv.mod_revision)),
+            (true, false) => Some(("DELETED", now, kv.mod_revision)),
             _ => None,
         })
+    }
+}
+
+/// Decoded objects and encoded event lines of recent revisions, shared by
+/// every REST watch: an event is decoded and encoded once however many
+/// watchers want it (the cache keeps the last [`EventCache::CAPACITY`]).
+#[derive(Default)]
+pub struct EventCache {
+    inner: parking_lot::Mutex<CacheInner>,
+}
+
+type CacheKey = (Bytes, i64);
+
+#[derive(Default)]
+struct CacheInner {
+    objects: std::collections::HashMap<CacheKey, Arc<Value>>,
+    lines: std::collections::HashMap<(Bytes, i64, &'static str), Bytes>,
+    order: std::collections::VecDeque<CacheKey>,
+}
+
+impl EventCache {
+    pub const CAPACITY: usize = 8192;
+
+    /// `kv` decoded, its resourceVersion set to `at` (default: its own
+    /// mod_revision).
+    fn object(&self, kv: &keelson_proto::mvccpb::KeyValue, at: Option<i64>) -> Result<Arc<Value>, ApiError> {
+        let rev = at.unwrap_or(kv.mod_revision);
+        // A delete's object is keyed by the negated revision: the key has
+        // no put at that revision, but keep the two apart anyway.
+        let id = (kv.key.clone(), if at.is_some() { -rev } else { rev });
+        if let Some(o) = self.inner.lock().objects.get(&id) {
+            return Ok(o.clone());
+        }
+        let mut stored = decode(kv)?;
+        if at.is_some() {
+            super::storage::set_resource_version(&mut stored.object, rev);
+        }
+        let obj = Arc::new(stored.object);
+        let mut inner = self.inner.lock();
+        if inner.objects.insert(id.clone(), obj.clone()).is_none() {
+            inner.order.push_back(id);
+            while inner.order.len() > Self::CAPACITY {
+                if let Some((k, r)) = inner.order.pop_front() {
+                    inner.objects.remove(&(k.clone(), r));
+                    for t in ["ADDED", "MODIFIED", "DELETED"] {
+                        inner.lines.remove(&(k.clone(), r.abs(), t));
+                    }
+                }
+            }
+        }
+        Ok(obj)
+    }
+
+    /// The JSON line of an event, encoded once.
+    fn line(&self, key: &Bytes, rev: i64, kind: &'static str, obj: &Value) -> Bytes {
+        let id = (key.clone(), rev, kind);
+        if let Some(l) = self.inner.lock().lines.get(&id) {
+            return l.clone();
+        }
+        let l = line(kind, obj);
+        self.inner.lock().lines.insert(id, l.clone());
+        l
     }
 }
 
@@ -170,8 +237,17 @@ async fn run<B: Backend>(api: Arc<KubeApi<B>>, req: WatchRequest, tx: Tx) -> Res
                     continue;
                 }
                 for ev in &resp.events {
-                    match req.translate(ev) {
-                        Ok(Some((kind, obj))) => send(&tx, encode(kind, &obj)).await?,
+                    match req.translate(&api.events, ev) {
+                        Ok(Some((kind, obj, rev))) => {
+                            let bytes = match req.table {
+                                Some(_) => encode(kind, &obj),
+                                None => {
+                                    let key = ev.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default();
+                                    api.events.line(&key, rev, kind, &obj)
+                                }
+                            };
+                            send(&tx, bytes).await?
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             let _ = send(&tx, line("ERROR", &e.to_status())).await;
