@@ -69,7 +69,7 @@ impl WatchRequest {
         &self,
         cache: &EventCache,
         ev: &MvccEvent,
-    ) -> Result<Option<(&'static str, Arc<Value>, i64)>, ApiError> {
+    ) -> Result<Option<Translated>, ApiError> {
         let Some(kv) = &ev.kv else { return Ok(None) };
         let prev = ev.prev_kv.as_ref().map(|p| cache.object(p, None)).transpose()?;
         let was = prev.as_ref().is_some_and(|p| self.selected(p));
@@ -91,6 +91,9 @@ impl WatchRequest {
         })
     }
 }
+
+/// A watch event: its type, its object, the revision it is keyed by.
+type Translated = (&'static str, Arc<Value>, i64);
 
 /// Decoded objects and encoded event lines of recent revisions, shared by
 /// every REST watch: an event is decoded and encoded once however many
