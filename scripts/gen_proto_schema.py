@@ -7,7 +7,7 @@ JSON name, for decoding `application/vnd.kubernetes.protobuf` request bodies
 Sources (none is needed at build or run time):
   --k8s-pb DIR       the k8s-pb crate's src/ (prost-generated from Kubernetes'
                      generated.proto files): messages, tags, proto types.
-  --openapi FILE     k8s-openapi 0.29's schemars definitions reachable from the
+  --openapi FILE     (scripts/dump_openapi_defs.rs) k8s-openapi 0.29's schemars definitions reachable from the
                      same kinds, dumped as {"io.k8s…Name": {"properties": [...],
                      "required": [...]}} (a small program over k8s-openapi):
                      the JSON names (prost lost their case: hostIP → host_ip).
