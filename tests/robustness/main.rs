@@ -259,8 +259,13 @@ fn run(s: &Scenario) -> Result<(), String> {
     }
     let out_dir = std::env::temp_dir().join("keelson-robustness");
     let log_dir = out_dir.join(format!("{}-{}-logs", s.name(), std::process::id()));
-    let opts =
-        ClusterOptions { isolated: s.fault == Fault::Partition, bin, env, log_dir: Some(log_dir.clone()) };
+    let opts = ClusterOptions {
+        isolated: s.fault == Fault::Partition,
+        bin,
+        env,
+        log_dir: Some(log_dir.clone()),
+        ..Default::default()
+    };
     let mut cluster =
         Cluster::start_with(3, &member_flags(), &opts).map_err(|e| format!("start cluster: {e}"))?;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();

@@ -37,9 +37,10 @@ use std::time::{Duration, Instant};
 
 use super::history::{
     Bytes, History, KeyValue, Operation, Outcome, PutRequest, Request, Response, TxnOp, TxnOpResponse,
+    in_range,
 };
 use super::model::{KvModel, Undo};
-use super::watch::EventLog;
+use super::watch::{Event, EventKind, EventLog};
 
 /// Limits of one check.
 #[derive(Clone, Debug)]
@@ -194,6 +195,69 @@ struct Ctx<'h> {
     bounds: BTreeSet<(i64, u32)>,
     /// The LeaseGrants answered Ok, by lease id.
     grants: HashMap<i64, Vec<u32>>,
+    /// What the watches saw, when it steers the search.
+    seen: Option<WatchSeen>,
+    /// The events of the operation being tried (with `seen`).
+    events: Vec<Event>,
+}
+
+/// The events the watches delivered, by revision: for each revision, the
+/// events by key and the key ranges of the watches that delivered some.
+/// With it the search takes a write to revision `R` only if it makes
+/// exactly the events the watches saw at `R` on those ranges: this places
+/// Unknown writes nothing else pins (a delete has no unique value) where
+/// the watches saw them, so the reference the watch validators use is the
+/// order the server applied, not another order the KV answers allow.
+struct WatchSeen {
+    by_rev: HashMap<i64, SeenRev>,
+}
+
+#[derive(Default)]
+struct SeenRev {
+    events: HashMap<Bytes, (EventKind, KeyValue)>,
+    ranges: Vec<(Bytes, Bytes)>,
+}
+
+impl WatchSeen {
+    /// `None` when no watch delivered an event, or two watches disagree on
+    /// one (then no linearization can match them all).
+    fn of(history: &History) -> Option<WatchSeen> {
+        let mut by_rev: HashMap<i64, SeenRev> = HashMap::new();
+        for w in &history.watches {
+            let range = (w.request.key.clone(), w.request.range_end.clone());
+            for e in w.responses.iter().flat_map(|r| &r.events) {
+                let at = by_rev.entry(e.revision()).or_default();
+                match at.events.get(&e.kv.key) {
+                    Some((kind, kv)) if (*kind, kv) != (e.kind, &e.kv) => return None,
+                    Some(_) => {}
+                    None => {
+                        at.events.insert(e.kv.key.clone(), (e.kind, e.kv.clone()));
+                    }
+                }
+                if !at.ranges.contains(&range) {
+                    at.ranges.push(range.clone());
+                }
+            }
+        }
+        (!by_rev.is_empty()).then_some(WatchSeen { by_rev })
+    }
+
+    /// Whether a write that made `revision` with `events` is what the
+    /// watches saw there.
+    fn allows(&self, revision: i64, events: &[Event]) -> bool {
+        let Some(at) = self.by_rev.get(&revision) else { return true };
+        let mut matched = 0;
+        for e in events {
+            if !at.ranges.iter().any(|(k, end)| in_range(e.kv.key.as_slice(), k.as_slice(), end.as_slice())) {
+                continue;
+            }
+            match at.events.get(&e.kv.key) {
+                Some((kind, kv)) if *kind == e.kind && *kv == e.kv => matched += 1,
+                _ => return false,
+            }
+        }
+        matched == at.events.len()
+    }
 }
 
 impl Ctx<'_> {
@@ -301,11 +365,16 @@ impl SegSearch {
                 let recorded = o.response();
                 let before = ctx.model.state_hash();
                 let rev_before = ctx.model.revision();
-                let (res, undo) = ctx.model.apply(&o.request, recorded, None);
+                let mut events = std::mem::take(&mut ctx.events);
+                events.clear();
+                let (res, undo) =
+                    ctx.model.apply(&o.request, recorded, ctx.seen.is_some().then_some(&mut events));
                 let fits = match recorded {
                     None => ctx.pops[op as usize].pinned.is_none_or(|m| ctx.model.revision() == m),
                     Some(r) => res.as_ref() == Ok(r),
-                };
+                } && (ctx.model.revision() == rev_before
+                    || ctx.seen.as_ref().is_none_or(|s| s.allows(ctx.model.revision(), &events)));
+                ctx.events = events;
                 // An optional operation that changes nothing here is
                 // dominated by leaving it pending: skip it.
                 // So is revoking a lease without keys when no grant of that
@@ -557,7 +626,28 @@ fn response_kvs(r: &Response) -> Vec<&KeyValue> {
 }
 
 /// Checks that the KV operations of `history` are linearizable.
+///
+/// The search is steered by what the watches saw first (see
+/// [`WatchSeen`]), so that the linearization, and the watch reference
+/// built from it, orders the writes as the server did where the KV answers
+/// alone leave a choice. If no linearization matches the watches, the
+/// verdict is that of the search without them (a watch that delivered
+/// something wrong is the watch validators' to report).
 pub fn check_linearizable(history: &History, opts: &CheckOptions) -> LinearizabilityReport {
+    if let Some(seen) = WatchSeen::of(history) {
+        let guided = search(history, opts, Some(seen));
+        if guided.is_linearizable() {
+            return guided;
+        }
+        let mut plain = search(history, opts, None);
+        plain.steps += guided.steps;
+        plain.elapsed += guided.elapsed;
+        return plain;
+    }
+    search(history, opts, None)
+}
+
+fn search(history: &History, opts: &CheckOptions, seen: Option<WatchSeen>) -> LinearizabilityReport {
     let started = Instant::now();
     let observed = observed_unknowns(history);
     let leases = lease_facts(history);
@@ -628,6 +718,8 @@ pub fn check_linearizable(history: &History, opts: &CheckOptions) -> Linearizabi
         best: None,
         bounds: BTreeSet::new(),
         grants: HashMap::new(),
+        seen,
+        events: Vec::new(),
     };
     for (i, p) in ctx.pops.iter().enumerate() {
         if let Some(Response::LeaseGrant { id, .. }) = history.operations[p.hist].response() {
