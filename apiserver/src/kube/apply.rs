@@ -102,7 +102,7 @@ pub async fn server_side_apply<B: Backend>(
     let force = matches!(q.get("force").map(String::as_str), Some("true"));
     let api_version = rt.api_version();
     let (out, created) = api
-        .guaranteed_update(rt, ns, name, sub, dry_run, &|cur| {
+        .guaranteed_update(rt, ns, name, sub, dry_run, None, &|cur| {
             let mut applied = applied.clone();
             applied["metadata"]["name"] = json!(name);
             if rt.namespaced

@@ -188,6 +188,17 @@ fn parse_rv(s: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
+/// The field manager of a write: `fieldManager`, else the client's name
+/// from its User-Agent (as kube-apiserver), put into the query by
+/// [`KubeApi::handle`].
+fn manager_of(q: &Query) -> String {
+    q.get("fieldManager").or_else(|| q.get(USER_AGENT_MANAGER)).cloned().unwrap_or_else(|| "unknown".into())
+}
+
+/// The query key [`KubeApi::handle`] stores the User-Agent's manager name
+/// under (not a valid parameter name, so no client can send it).
+const USER_AGENT_MANAGER: &str = "\u{0}user-agent";
+
 fn bool_param(q: &Query, name: &str) -> bool {
     matches!(q.get(name).map(String::as_str), Some("true" | "1"))
 }
@@ -220,7 +231,14 @@ impl<B: Backend> KubeApi<B> {
     pub async fn handle(self: Arc<Self>, req: Request) -> Response {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        let query = parse_query(parts.uri.query());
+        let mut query = parse_query(parts.uri.query());
+        query.remove(USER_AGENT_MANAGER);
+        if let Some(agent) = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+            let name: String = agent.split('/').next().unwrap_or_default().chars().take(128).collect();
+            if !name.is_empty() {
+                query.insert(USER_AGENT_MANAGER.into(), name);
+            }
+        }
         let Some(target) = parse_path(&path) else {
             return super::discovery::serve(&self, &parts.method, &path, &parts.headers);
         };
@@ -705,7 +723,13 @@ impl<B: Backend> KubeApi<B> {
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
         meta.remove("selfLink");
-        if rt.has_subresource("status") || rt.custom.is_none() {
+        // kube-apiserver's strategies track generation for kinds with a
+        // spec the controllers act on (and for every custom resource).
+        let tracks_generation = rt.custom.is_some()
+            || (rt.has_subresource("status")
+                && !(rt.group.is_empty() && matches!(rt.kind.as_str(), "Namespace" | "Node")))
+            || rt.group == "apiextensions.k8s.io";
+        if tracks_generation {
             meta.insert("generation".into(), json!(1));
         }
         // Status is the controllers' to write (nodes excepted, as kube).
@@ -748,6 +772,7 @@ impl<B: Backend> KubeApi<B> {
         self.check_namespace(rt, ns.as_deref()).await?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         super::hooks::before_create(self, rt, &mut obj).await?;
+        super::managed::record_update(None, &mut obj, &manager_of(q), &rt.api_version(), None);
         if Self::dry_run(q)? {
             return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
         }
@@ -804,6 +829,7 @@ impl<B: Backend> KubeApi<B> {
     /// Reads, changes (with `change`) and writes an object, retrying when
     /// another write got in between, unless the client pinned a
     /// resourceVersion (then that is a 409). kube's GuaranteedUpdate.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn guaranteed_update(
         &self,
         rt: &Arc<ResourceType>,
@@ -811,6 +837,7 @@ impl<B: Backend> KubeApi<B> {
         name: &str,
         sub: Option<&str>,
         dry_run: bool,
+        manager: Option<&str>,
         change: &Change<'_>,
     ) -> Result<(Value, bool), ApiError> {
         let key = rt.key(ns, name);
@@ -851,6 +878,15 @@ impl<B: Backend> KubeApi<B> {
                 Self::prepare_new(rt, ns, &mut new)?;
                 self.check_namespace(rt, ns).await?;
                 super::hooks::before_create(self, rt, &mut new).await?;
+            }
+            if let Some(m) = manager {
+                super::managed::record_update(
+                    current.as_ref().map(|c| &c.object),
+                    &mut new,
+                    m,
+                    &rt.api_version(),
+                    sub,
+                );
             }
             if dry_run {
                 return Ok((new, created));
@@ -897,15 +933,23 @@ impl<B: Backend> KubeApi<B> {
             let replicas = scale["spec"]["replicas"].clone();
             let pinned = scale["metadata"]["resourceVersion"].clone();
             let (obj, _) = self
-                .guaranteed_update(rt, ns, name, None, Self::dry_run(q)?, &|cur| {
-                    Ok(cur.map(|c| {
-                        let mut o = c.object.clone();
-                        o["spec"]["replicas"] = replicas.clone();
-                        o["metadata"]["resourceVersion"] =
-                            if pinned.is_string() { pinned.clone() } else { Value::Null };
-                        o
-                    }))
-                })
+                .guaranteed_update(
+                    rt,
+                    ns,
+                    name,
+                    Some("scale"),
+                    Self::dry_run(q)?,
+                    Some(&manager_of(q)),
+                    &|cur| {
+                        Ok(cur.map(|c| {
+                            let mut o = c.object.clone();
+                            o["spec"]["replicas"] = replicas.clone();
+                            o["metadata"]["resourceVersion"] =
+                                if pinned.is_string() { pinned.clone() } else { Value::Null };
+                            o
+                        }))
+                    },
+                )
                 .await?;
             return Ok(json_response(StatusCode::OK, &scale_of(rt, &obj)));
         }
@@ -924,7 +968,7 @@ impl<B: Backend> KubeApi<B> {
             ));
         }
         let (out, created) = self
-            .guaranteed_update(rt, ns, name, sub, Self::dry_run(q)?, &|cur| {
+            .guaranteed_update(rt, ns, name, sub, Self::dry_run(q)?, Some(&manager_of(q)), &|cur| {
                 let mut o = obj.clone();
                 if rt.namespaced
                     && let Some(ns) = ns
@@ -957,7 +1001,7 @@ impl<B: Backend> KubeApi<B> {
         }
         let warnings = std::sync::Mutex::new(Vec::new());
         let (out, _) = self
-            .guaranteed_update(rt, ns, name, sub, dry_run, &|cur| {
+            .guaranteed_update(rt, ns, name, sub, dry_run, Some(&manager_of(q)), &|cur| {
                 let Some(cur) = cur else { return Ok(None) };
                 let mut base = cur.object.clone();
                 // A patch that does not name a resourceVersion applies to
@@ -997,7 +1041,7 @@ impl<B: Backend> KubeApi<B> {
                 vec![super::status::FieldError::required("target.name")],
             ));
         }
-        self.guaranteed_update(rt, ns, name, None, false, &|cur| {
+        self.guaranteed_update(rt, ns, name, Some("binding"), false, None, &|cur| {
             let Some(cur) = cur else { return Ok(None) };
             if cur.object["metadata"]["deletionTimestamp"].is_string() {
                 return Err(ApiError::conflict(
@@ -1163,8 +1207,7 @@ impl<B: Backend> KubeApi<B> {
                     if obj["metadata"]["finalizers"].as_array().is_some_and(Vec::is_empty) {
                         obj["metadata"].as_object_mut().map(|m| m.remove("finalizers"));
                     }
-                    if rt.has_subresource("status") || rt.custom.is_none() {
-                        let g = obj["metadata"]["generation"].as_i64().unwrap_or(0);
+                    if let Some(g) = obj["metadata"]["generation"].as_i64() {
                         obj["metadata"]["generation"] = json!(g + 1);
                     }
                     super::hooks::on_terminating(rt, &mut obj);

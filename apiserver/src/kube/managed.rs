@@ -215,6 +215,148 @@ fn collect_items(set: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String
     }
 }
 
+/// The fields `new` sets differently from `old` (all of them when `old`
+/// is null), as a FieldsV1 set.
+fn changed(old: &Value, new: &Value, field: &str, top: bool) -> Option<Value> {
+    match (old, new) {
+        (_, Value::Object(n)) if !top || n.is_empty() || old.is_object() || old.is_null() => {
+            let o = old.as_object();
+            let mut out = Map::new();
+            for (k, v) in n {
+                if top && matches!(k.as_str(), "apiVersion" | "kind") {
+                    continue;
+                }
+                if top && k == "metadata" {
+                    let mut meta = Map::new();
+                    for f in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                        let before =
+                            o.and_then(|o| o.get("metadata")).and_then(|m| m.get(f)).unwrap_or(&Value::Null);
+                        if let Some(c) = v.get(f).and_then(|nv| changed(before, nv, f, false)) {
+                            meta.insert(format!("f:{f}"), c);
+                        }
+                    }
+                    if !meta.is_empty() {
+                        out.insert("f:metadata".into(), Value::Object(meta));
+                    }
+                    continue;
+                }
+                let before = o.and_then(|o| o.get(k)).unwrap_or(&Value::Null);
+                if let Some(c) = changed(before, v, k, false) {
+                    out.insert(format!("f:{k}"), c);
+                }
+            }
+            if out.is_empty() && old == new { None } else { Some(Value::Object(out)) }
+        }
+        (_, Value::Array(items)) => match super::patch::merge_key_of(field, items) {
+            Some(key) if !key.is_empty() => {
+                let before = old.as_array().cloned().unwrap_or_default();
+                let mut out = Map::new();
+                for item in items {
+                    let id = item.get(key).cloned().unwrap_or(Value::Null);
+                    let prev = before.iter().find(|b| b.get(key) == Some(&id)).unwrap_or(&Value::Null);
+                    if let Some(mut c) = changed(prev, item, "", false) {
+                        if prev.is_null()
+                            && let Some(m) = c.as_object_mut()
+                        {
+                            m.insert(".".into(), json!({}));
+                        }
+                        out.insert(format!("k:{}", json!({ key: id })), c);
+                    }
+                }
+                if out.is_empty() { None } else { Some(Value::Object(out)) }
+            }
+            _ => (old != new).then(|| json!({})),
+        },
+        _ => (old != new).then(|| json!({})),
+    }
+}
+
+fn merge_sets(into: &mut Value, from: &Value) {
+    let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) else { return };
+    for (k, v) in b {
+        match a.get_mut(k) {
+            Some(existing) => merge_sets(existing, v),
+            None => {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn is_empty_set(v: &Value) -> bool {
+    v.as_object().is_none_or(|m| m.is_empty())
+}
+
+/// Records a create, update or patch by `manager` in `new`'s managedFields:
+/// it owns every field it changed, and other managers lose those fields.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    sub: Option<&str>,
+) {
+    let old = old.cloned().unwrap_or(Value::Null);
+    let Some(fields) = changed(&old, new, "", true).filter(|f| !is_empty_set(f)) else { return };
+    let mut managed = new["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut paths = Vec::new();
+    leaves(&fields, &mut Vec::new(), &mut paths);
+    for e in managed.iter_mut() {
+        if e["manager"] == manager && e["operation"] == "Update" {
+            continue;
+        }
+        for p in &paths {
+            remove_path(&mut e["fieldsV1"], p);
+        }
+        prune_empty(&mut e["fieldsV1"]);
+    }
+    managed.retain(|e| !is_empty_set(&e["fieldsV1"]));
+    let subresource = sub.filter(|s| *s == "status" || *s == "scale");
+    match managed.iter_mut().find(|e| {
+        e["manager"] == manager && e["operation"] == "Update" && e["subresource"].as_str() == subresource
+    }) {
+        Some(e) => {
+            merge_sets(&mut e["fieldsV1"], &fields);
+            e["time"] = json!(super::objects::now_rfc3339());
+            e["apiVersion"] = json!(api_version);
+        }
+        None => {
+            let mut e = json!({
+                "manager": manager,
+                "operation": "Update",
+                "apiVersion": api_version,
+                "time": super::objects::now_rfc3339(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            });
+            if let Some(s) = subresource {
+                e["subresource"] = json!(s);
+            }
+            managed.push(e);
+        }
+    }
+    new["metadata"]["managedFields"] = json!(managed);
+}
+
+/// Drops objects left empty after removing paths (a parent whose only
+/// child went, unless it is itself a list item marked with ".").
+fn prune_empty(set: &mut Value) {
+    if let Some(m) = set.as_object_mut() {
+        let keys: Vec<String> = m.keys().cloned().collect();
+        for k in keys {
+            if k == "." {
+                continue;
+            }
+            let child = m.get_mut(&k).expect("listed");
+            let had_children = child.as_object().is_some_and(|c| !c.is_empty());
+            prune_empty(child);
+            if had_children && child.as_object().is_some_and(|c| c.is_empty()) {
+                m.remove(&k);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +384,27 @@ mod tests {
         assert!(
             check_conflicts(&managed, "kubectl", &fields_of(&same, ""), &current, &same, false, &rt, "d")
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_update_takes_the_fields_it_changed() {
+        let old = json!({"metadata": {"name": "d", "managedFields": [{"manager": "kubectl", "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:replicas": {}, "f:paused": {}}}}]}, "spec": {"replicas": 1, "paused": false}});
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(3);
+        record_update(Some(&old), &mut new, "kubectl-scale", "apps/v1", Some("scale"));
+        let managed = new["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(managed[0]["fieldsV1"], json!({"f:spec": {"f:paused": {}}}));
+        assert_eq!(managed[1]["manager"], "kubectl-scale");
+        assert_eq!(managed[1]["subresource"], "scale");
+        assert_eq!(managed[1]["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        // A create owns everything it set.
+        let mut created = json!({"metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        record_update(None, &mut created, "kubectl-create", "v1", None);
+        assert_eq!(
+            created["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}})
         );
     }
 
