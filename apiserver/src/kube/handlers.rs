@@ -313,6 +313,9 @@ impl<B: Backend> KubeApi<B> {
             (Method::GET, Some(name), sub) => self.get(&rt, ns, name, sub, &q, &accept).await,
             (Method::POST, None, None) => self.create(&rt, ns, &q, &body, headers).await,
             (Method::POST, Some(name), Some("binding")) => self.bind(&rt, ns, name, &body).await,
+            (Method::POST, Some(name), Some("token")) => {
+                super::token::request(self, &rt, ns, name, &body).await
+            }
             (Method::PUT, Some(name), sub) => self.update(&rt, ns, name, sub, &q, &body).await,
             (Method::PATCH, Some(name), sub) => {
                 let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();

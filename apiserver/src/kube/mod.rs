@@ -19,6 +19,7 @@ pub mod selectors;
 pub mod status;
 pub mod storage;
 pub mod table;
+pub mod token;
 pub mod watch;
 
 #[cfg(test)]
