@@ -32,6 +32,9 @@ pub struct Member {
     pub extra: Vec<String>,
     /// Environment variables for this member's process (e.g. `FAILPOINTS`).
     pub env: Vec<(String, String)>,
+    /// The port the member serves the Kubernetes API on
+    /// (`--listen-api-urls https://127.0.0.1:<port>`), if it does.
+    pub api_port: Option<u16>,
 }
 
 impl Member {
@@ -88,6 +91,9 @@ pub struct ClusterOptions {
     /// Where members write their logs (`<name>.log`, appended across
     /// restarts) instead of the test's stderr.
     pub log_dir: Option<std::path::PathBuf>,
+    /// Every member also serves the Kubernetes API on a free loopback port
+    /// (not with `isolated`).
+    pub api: bool,
 }
 
 impl Cluster {
@@ -120,6 +126,11 @@ impl Cluster {
         }
         for (i, k, v) in &opts.env {
             c.members[*i].env.push((k.clone(), v.clone()));
+        }
+        if opts.api {
+            for m in &mut c.members {
+                m.api_port = Some(free_port());
+            }
         }
         c.start_all()?;
         Ok(c)
@@ -181,6 +192,7 @@ impl Cluster {
             netns,
             extra: Vec::new(),
             env: Vec::new(),
+            api_port: None,
         });
     }
 
@@ -242,6 +254,9 @@ impl Cluster {
             "--log-level".into(),
             "warn".into(),
         ];
+        if let Some(port) = m.api_port {
+            args.extend(["--listen-api-urls".into(), format!("https://127.0.0.1:{port}")]);
+        }
         args.extend(self.extra.iter().cloned());
         args.extend(m.extra.iter().cloned());
         let mut cmd = match &m.netns {

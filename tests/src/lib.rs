@@ -7,8 +7,10 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod kube;
 
 pub use cluster::{Cluster, ClusterOptions};
+pub use kube::KubeServer;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
