@@ -65,11 +65,7 @@ impl WatchRequest {
 
     /// The watch event one MVCC event becomes, if any: its type, the
     /// object, and the (key, revision) the shared encodings are keyed by.
-    fn translate(
-        &self,
-        cache: &EventCache,
-        ev: &MvccEvent,
-    ) -> Result<Option<Translated>, ApiError> {
+    fn translate(&self, cache: &EventCache, ev: &MvccEvent) -> Result<Option<Translated>, ApiError> {
         let Some(kv) = &ev.kv else { return Ok(None) };
         let prev = ev.prev_kv.as_ref().map(|p| cache.object(p, None)).transpose()?;
         let was = prev.as_ref().is_some_and(|p| self.selected(p));
