@@ -603,7 +603,16 @@ async fn a_peer_from_another_cluster_is_refused() {
     let mut peer = GrpcNetwork::new(CLUSTER_ID, 7, TransportConfig::default());
     let mut removed = peer.removed();
     let mut client = peer.new_client(1, &member).await;
-    let err = client.vote(vote.clone(), option.clone()).await.unwrap_err();
+    // The member refuses once it has applied its own membership, which a
+    // loaded machine may not have done yet right after start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match client.vote(vote.clone(), option.clone()).await {
+            Err(e) => break e,
+            Ok(resp) if tokio::time::Instant::now() > deadline => panic!("never refused: {resp:?}"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
     assert!(err.to_string().contains("permanently removed"), "{err}");
     let err = client.pre_vote(vote.clone(), option.clone()).await.unwrap_err();
     assert!(err.to_string().contains("permanently removed"), "{err}");
