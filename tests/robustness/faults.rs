@@ -11,6 +11,8 @@ use keelson_tests::Cluster;
 use rand::Rng;
 use rand::rngs::StdRng;
 
+use crate::proxy::{LinkFault, Links};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// `kill -9` of the leader, restarted a moment later.
@@ -34,9 +36,16 @@ pub enum Fault {
     /// Slow fsyncs and applies (failpoint sleeps) on every member, plus a
     /// leader kill.
     SlowDisk,
+    /// What a member (the leader or a follower) sends one or all of its
+    /// peers is delayed 200 ± 50 ms (the peer proxy), for a few seconds.
+    Delay,
+    /// What a member (the leader or a follower) sends one or all of its
+    /// peers loses 30% of its packets (as TCP sees it: retransmission
+    /// stalls; the peer proxy), for a few seconds.
+    Drop,
 }
 
-pub const ALL: [Fault; 9] = [
+pub const ALL: [Fault; 11] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::KillTwo,
@@ -46,6 +55,8 @@ pub const ALL: [Fault; 9] = [
     Fault::FailpointCrash,
     Fault::SnapshotInstall,
     Fault::SlowDisk,
+    Fault::Delay,
+    Fault::Drop,
 ];
 
 impl Fault {
@@ -60,7 +71,19 @@ impl Fault {
             Fault::FailpointCrash => "failpoint-crash",
             Fault::SnapshotInstall => "snapshot-install",
             Fault::SlowDisk => "slow-disk",
+            Fault::Delay => "delay",
+            Fault::Drop => "drop",
         }
+    }
+
+    /// Members run in network namespaces of their own.
+    pub fn isolated(self) -> bool {
+        matches!(self, Fault::Partition | Fault::Delay | Fault::Drop)
+    }
+
+    /// Peer traffic goes through the fault-injecting proxy.
+    pub fn proxied(self) -> bool {
+        matches!(self, Fault::Delay | Fault::Drop)
     }
 
     pub fn needs_failpoints(self) -> bool {
@@ -121,6 +144,7 @@ struct Ctx<'a> {
     log: FaultLog,
     start: Instant,
     crashes_expected: bool,
+    links: Option<Arc<Links>>,
 }
 
 impl Ctx<'_> {
@@ -141,17 +165,22 @@ impl Ctx<'_> {
 
     fn reap(&mut self) {
         for i in 0..self.c.members.len() {
-            if self.c.members[i].running() && self.c.exited(i) {
-                let name = self.c.members[i].name.clone();
-                if self.crashes_expected {
-                    self.log.crashes_restarted += 1;
-                    self.note(format!("{name} crashed (failpoint), restarting"));
-                } else {
-                    self.log.unexpected_exits.push(name.clone());
-                    self.note(format!("{name} EXITED UNEXPECTEDLY, restarting"));
-                }
-                let _ = self.c.spawn(i);
+            // The exit status too (a signal, or the code), to tell a crash
+            // from a shutdown.
+            let status = match self.c.members[i].child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(st))) => st,
+                _ => continue,
+            };
+            self.c.members[i].child = None;
+            let name = self.c.members[i].name.clone();
+            if self.crashes_expected {
+                self.log.crashes_restarted += 1;
+                self.note(format!("{name} crashed (failpoint, {status}), restarting"));
+            } else {
+                self.log.unexpected_exits.push(format!("{name} ({status})"));
+                self.note(format!("{name} EXITED UNEXPECTEDLY ({status}), restarting"));
             }
+            let _ = self.c.spawn(i);
         }
     }
 
@@ -194,8 +223,10 @@ pub fn inject(
     stop: Arc<AtomicBool>,
     warmup: Duration,
     repeat: Option<Duration>,
+    links: Option<Arc<Links>>,
 ) -> FaultLog {
-    let mut x = Ctx { c, log: FaultLog::default(), start: Instant::now(), crashes_expected: fault.crashes() };
+    let mut x =
+        Ctx { c, log: FaultLog::default(), start: Instant::now(), crashes_expected: fault.crashes(), links };
     x.wait(warmup);
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -301,6 +332,33 @@ fn once(x: &mut Ctx<'_>, fault: Fault, rng: &mut StdRng) {
             x.kill(i);
             x.wait(Duration::from_millis(rng.random_range(300..1000)));
             x.restart(i);
+        }
+        Fault::Delay | Fault::Drop => {
+            let Some(links) = x.links.clone() else {
+                x.note("no peer proxy: fault not injected".to_string());
+                return;
+            };
+            let leader = rng.random_bool(0.5);
+            let i = x.leader_or_follower(rng, leader);
+            let peers: Vec<usize> = if rng.random_bool(0.5) {
+                (0..n).filter(|&p| p != i).collect()
+            } else {
+                vec![(i + 1 + rng.random_range(0..n - 1)) % n]
+            };
+            let f = match fault {
+                Fault::Delay => {
+                    LinkFault::Delay { base: Duration::from_millis(200), jitter: Duration::from_millis(50) }
+                }
+                _ => LinkFault::Loss { p: 0.3 },
+            };
+            for &p in &peers {
+                links.set(i, p, f);
+            }
+            let names: Vec<&str> = peers.iter().map(|&p| x.c.members[p].name.as_str()).collect();
+            x.note(format!("{f:?} from {} to {}", x.c.members[i].name, names.join(",")));
+            x.wait(Duration::from_millis(rng.random_range(2000..4000)));
+            links.clear();
+            x.note("links healed".to_string());
         }
     }
 }

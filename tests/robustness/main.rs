@@ -1,6 +1,7 @@
-//! The robustness suite (issue 5): a 3-member cluster of real `keelson
-//! server` processes under client traffic (etcd-style or Kubernetes-style)
-//! while faults are injected (kill -9, SIGSTOP, network partition,
+//! The robustness suite (issue 5): a cluster of 3 (or, in the soak, 5)
+//! real `keelson server` processes under client traffic (etcd-style or
+//! Kubernetes-style) while faults are injected (kill -9, SIGSTOP, network
+//! partition, packet delay and loss between members through a peer proxy,
 //! failpoint crashes and slow disks, compaction throughout). Every client
 //! call and every watch response is recorded into a history, which the
 //! checkers of `keelson_tests::checker` then judge: linearizability, each
@@ -15,6 +16,7 @@
 
 mod client;
 mod faults;
+mod proxy;
 mod traffic;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,11 +70,14 @@ struct Scenario {
     repeat: Option<Duration>,
     clients: usize,
     pace: Duration,
+    /// Cluster size.
+    members: usize,
 }
 
 impl Scenario {
     fn name(&self) -> String {
-        format!("{}-{}-seed{}", self.profile.name(), self.fault.name(), self.seed)
+        let size = if self.members == 3 { String::new() } else { format!("-{}members", self.members) };
+        format!("{}-{}{size}-seed{}", self.profile.name(), self.fault.name(), self.seed)
     }
 }
 
@@ -103,6 +108,7 @@ fn ci(fault: Fault, profile: Profile) {
         repeat: None,
         clients: 3,
         pace: Duration::from_millis(4),
+        members: 3,
     };
     if let Err(e) = run(&s) {
         panic!("{}: {e}", s.name());
@@ -130,6 +136,8 @@ ci_tests! {
     etcd_failpoint_crash: FailpointCrash, Etcd;
     etcd_snapshot_install: SnapshotInstall, Etcd;
     etcd_slow_disk: SlowDisk, Etcd;
+    etcd_delay: Delay, Etcd;
+    etcd_drop: Drop, Etcd;
     kubernetes_kill_leader: KillLeader, Kubernetes;
     kubernetes_kill_follower: KillFollower, Kubernetes;
     kubernetes_kill_two: KillTwo, Kubernetes;
@@ -139,12 +147,17 @@ ci_tests! {
     kubernetes_failpoint_crash: FailpointCrash, Kubernetes;
     kubernetes_snapshot_install: SnapshotInstall, Kubernetes;
     kubernetes_slow_disk: SlowDisk, Kubernetes;
+    kubernetes_delay: Delay, Kubernetes;
+    kubernetes_drop: Drop, Kubernetes;
 }
 
 /// A long run: random fault × profile scenarios until
 /// `ROBUSTNESS_SOAK_SECS` (default 1800) have passed, each with
 /// `ROBUSTNESS_TRAFFIC_SECS` (default 40) of traffic and its fault
 /// repeated every ~6 s. Seeded by `ROBUSTNESS_SEED` (default: the time).
+/// Clusters of 3 and 5 members alternate: in each round every pair runs
+/// with one size, in the next round with the other
+/// (`ROBUSTNESS_MEMBERS=N` runs every scenario with N).
 #[test]
 #[ignore]
 fn soak() {
@@ -157,21 +170,26 @@ fn soak() {
     eprintln!("soak: seed {seed}, {total:?}, {traffic:?} of traffic per scenario");
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    let (mut runs, mut failures) = (0, Vec::new());
-    let mut order: Vec<(Fault, Profile)> = Vec::new();
+    let (mut runs, mut runs5, mut failures) = (0, 0, Vec::new());
+    let fixed_members = env_u64("ROBUSTNESS_MEMBERS").map(|n| n as usize);
+    let mut order: Vec<(Fault, Profile, usize)> = Vec::new();
+    let mut round = 0;
     while started.elapsed() < total {
         if order.is_empty() {
             for f in faults::ALL {
                 for p in [Profile::Etcd, Profile::Kubernetes] {
-                    order.push((f, p));
+                    let members =
+                        fixed_members.unwrap_or(if (round + order.len()).is_multiple_of(2) { 3 } else { 5 });
+                    order.push((f, p, members));
                 }
             }
+            round += 1;
             // A shuffle, so that every pair comes once per round.
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.random_range(0..=i));
             }
         }
-        let (fault, profile) = order.pop().unwrap();
+        let (fault, profile, members) = order.pop().unwrap();
         let s = Scenario {
             fault,
             profile,
@@ -180,21 +198,29 @@ fn soak() {
             repeat: Some(Duration::from_secs(6)),
             clients: 4,
             pace: Duration::from_millis(3),
+            members,
         };
         runs += 1;
+        runs5 += usize::from(members == 5);
         if let Err(e) = run(&s) {
             eprintln!("soak: {} FAILED: {e}", s.name());
             failures.push(format!("{}: {e}", s.name()));
         }
     }
-    eprintln!("soak: {runs} scenarios in {:?}, {} failed", started.elapsed(), failures.len());
+    eprintln!(
+        "soak: {runs} scenarios ({} with 5 members) in {:?}, {} failed",
+        runs5,
+        started.elapsed(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "soak failures:\n{}", failures.join("\n"));
 }
 
 /// One scenario as the soak runs it, to reproduce a soak failure:
 /// `ROBUSTNESS_SCENARIO=<profile>-<fault>` (e.g. `kubernetes-kill-leader`),
 /// `ROBUSTNESS_SEED` (the scenario's seed from the failure message),
-/// `ROBUSTNESS_TRAFFIC_SECS` (default 40).
+/// `ROBUSTNESS_MEMBERS` (default 3; 5 for a scenario named
+/// `…-5members-…`), `ROBUSTNESS_TRAFFIC_SECS` (default 40).
 #[test]
 #[ignore]
 fn scenario() {
@@ -213,6 +239,7 @@ fn scenario() {
         repeat: Some(Duration::from_secs(6)),
         clients: 4,
         pace: Duration::from_millis(3),
+        members: env_u64("ROBUSTNESS_MEMBERS").unwrap_or(3) as usize,
     };
     if let Err(e) = run(&s) {
         panic!("{}: {e}", s.name());
@@ -252,23 +279,37 @@ fn run(s: &Scenario) -> Result<(), String> {
         eprintln!("{}: SKIPPED: no keelson-failpoints binary (scripts/test builds it)", s.name());
         return Ok(());
     }
-    let mut env = s.fault.initial_env(&mut rng, 3);
+    let n = s.members;
+    let mut env = s.fault.initial_env(&mut rng, n);
     // ROBUSTNESS_MEMBER_LOG=info (a RUST_LOG filter) for the members' logs.
     if let Ok(filter) = std::env::var("ROBUSTNESS_MEMBER_LOG") {
-        env.extend((0..3).map(|i| (i, "RUST_LOG".to_string(), filter.clone())));
+        env.extend((0..n).map(|i| (i, "RUST_LOG".to_string(), filter.clone())));
     }
     let out_dir = std::env::temp_dir().join("keelson-robustness");
     let log_dir = out_dir.join(format!("{}-{}-logs", s.name(), std::process::id()));
     let opts = ClusterOptions {
-        isolated: s.fault == Fault::Partition,
+        isolated: s.fault.isolated(),
+        peer_proxy: s.fault.proxied(),
+        deferred: s.fault.proxied(),
         bin,
         env,
         log_dir: Some(log_dir.clone()),
         ..Default::default()
     };
     let mut cluster =
-        Cluster::start_with(3, &member_flags(), &opts).map_err(|e| format!("start cluster: {e}"))?;
-    let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+        Cluster::start_with(n, &member_flags(), &opts).map_err(|e| format!("start cluster: {e}"))?;
+    // The peer proxy (delay and drop faults) runs before the members start.
+    let proxy = match s.fault.proxied() {
+        true => {
+            let p = proxy::PeerProxy::start(&mut cluster, rng.random())
+                .map_err(|e| format!("peer proxy: {e:#}"))?;
+            cluster.start_all().map_err(|e| format!("start cluster: {e:#}"))?;
+            Some(p)
+        }
+        false => None,
+    };
+    let links = proxy.as_ref().map(|p| p.links.clone());
+    let endpoints: Vec<String> = (0..n).map(|i| cluster.endpoint(i)).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -311,8 +352,15 @@ fn run(s: &Scenario) -> Result<(), String> {
     let mut fault_rng = StdRng::seed_from_u64(rng.random());
     let fstop = stop.clone();
     let injector = std::thread::spawn(move || {
-        let log =
-            faults::inject(&mut cluster, fault, &mut fault_rng, fstop, Duration::from_millis(1000), repeat);
+        let log = faults::inject(
+            &mut cluster,
+            fault,
+            &mut fault_rng,
+            fstop,
+            Duration::from_millis(1000),
+            repeat,
+            links,
+        );
         (cluster, log)
     });
     std::thread::sleep(s.traffic);
@@ -328,6 +376,11 @@ fn run(s: &Scenario) -> Result<(), String> {
     // Everything back, then a final linearizable read and HashKV on every
     // member (recorded too: the final reads are part of the history).
     let mut problems: Vec<String> = Vec::new();
+    let proxied = proxy.as_ref().map(|p| {
+        p.links.clear();
+        let (chunks, held) = p.links.counts();
+        format!("; peer proxy: {chunks} chunks, {held} held back")
+    });
     if let Err(e) = faults::recover(&mut cluster) {
         problems.push(format!("cluster did not recover: {e}"));
     }
@@ -362,17 +415,19 @@ fn run(s: &Scenario) -> Result<(), String> {
         Err(e) => problems.push(format!("final reads: {e}")),
     }
     drop(cluster);
+    drop(proxy);
 
     let history = rec.take();
     let check_started = Instant::now();
     let report = check_history(&history, final_state.as_ref(), &check_options());
     let stats = Stats::of(&history);
     eprintln!(
-        "{}: {stats}; faults: {} actions, {} crashes restarted; traffic+faults {:.1}s, check {:.2}s \
+        "{}: {stats}; faults: {} actions, {} crashes restarted{}; traffic+faults {:.1}s, check {:.2}s \
          ({:?}, {} steps), total {:.1}s",
         s.name(),
         fault_log.actions.len(),
         fault_log.crashes_restarted,
+        proxied.unwrap_or_default(),
         traffic_done.as_secs_f64(),
         check_started.elapsed().as_secs_f64(),
         report.linearizability.verdict,
@@ -394,11 +449,12 @@ fn run(s: &Scenario) -> Result<(), String> {
     }
     let actions = fault_log.actions.join("\n  ");
     Err(format!(
-        "FAILED (seed {}; rerun with ROBUSTNESS_SEED={}); history kept at {} ({saved:?}; replay with \
-         ROBUSTNESS_REPLAY={} cargo test --release -p keelson-tests --test robustness -- --ignored replay); \
-         member logs in {}\nfaults:\n  {actions}\n{}",
+        "FAILED (seed {}; rerun with ROBUSTNESS_SEED={} ROBUSTNESS_MEMBERS={}); history kept at {} \
+         ({saved:?}; replay with ROBUSTNESS_REPLAY={} cargo test --release -p keelson-tests --test \
+         robustness -- --ignored replay); member logs in {}\nfaults:\n  {actions}\n{}",
         s.seed,
         s.seed,
+        s.members,
         path.display(),
         path.display(),
         log_dir.display(),

@@ -32,6 +32,11 @@ pub struct Member {
     pub extra: Vec<String>,
     /// Environment variables for this member's process (e.g. `FAILPOINTS`).
     pub env: Vec<(String, String)>,
+    /// The peer URL the other members are given for this one
+    /// (`--initial-cluster`, `--initial-advertise-peer-urls`) when it is not
+    /// the one it listens on: a proxy in front of it
+    /// ([`ClusterOptions::peer_proxy`]).
+    pub peer_advertise: Option<String>,
     /// The port the member serves the Kubernetes API on
     /// (`--listen-api-urls https://127.0.0.1:<port>`), if it does.
     pub api_port: Option<u16>,
@@ -42,7 +47,13 @@ impl Member {
         format!("{}:{}", self.host, self.client_port)
     }
 
+    /// The peer URL the other members reach this one on.
     pub fn peer_url(&self) -> String {
+        self.peer_advertise.clone().unwrap_or_else(|| self.listen_peer_url())
+    }
+
+    /// The peer URL the member listens on.
+    pub fn listen_peer_url(&self) -> String {
         format!("http://{}:{}", self.host, self.peer_port)
     }
 
@@ -91,6 +102,16 @@ pub struct ClusterOptions {
     /// Where members write their logs (`<name>.log`, appended across
     /// restarts) instead of the test's stderr.
     pub log_dir: Option<std::path::PathBuf>,
+    /// With `isolated`: each member advertises its peer URL on the host's
+    /// end of the bridge (a free port each, which the proxy may change in
+    /// [`Member::peer_advertise`] before the members start, see `deferred`),
+    /// where the test runs a proxy to the member's own peer URL
+    /// ([`Member::listen_peer_url`]); the proxy tells the sending member by
+    /// its source address.
+    pub peer_proxy: bool,
+    /// Set the members up but start none: the caller starts them with
+    /// [`Cluster::start_all`] (e.g. once its peer proxy runs).
+    pub deferred: bool,
     /// Every member also serves the Kubernetes API on a free loopback port
     /// (not with `isolated`).
     pub api: bool,
@@ -124,6 +145,12 @@ impl Cluster {
                 c.push_member(i, None);
             }
         }
+        if opts.peer_proxy {
+            let prefix = c.net.as_ref().context("peer_proxy needs isolated")?.prefix.clone();
+            for m in &mut c.members {
+                m.peer_advertise = Some(format!("http://{prefix}.1:{}", free_port()));
+            }
+        }
         for (i, k, v) in &opts.env {
             c.members[*i].env.push((k.clone(), v.clone()));
         }
@@ -132,7 +159,9 @@ impl Cluster {
                 m.api_port = Some(free_port());
             }
         }
-        c.start_all()?;
+        if !opts.deferred {
+            c.start_all()?;
+        }
         Ok(c)
     }
 
@@ -192,11 +221,13 @@ impl Cluster {
             netns,
             extra: Vec::new(),
             env: Vec::new(),
+            peer_advertise: None,
             api_port: None,
         });
     }
 
-    fn start_all(&mut self) -> anyhow::Result<()> {
+    /// Starts every member and waits until each is healthy.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
         for i in 0..self.members.len() {
             self.spawn(i)?;
         }
@@ -242,7 +273,7 @@ impl Cluster {
             "--advertise-client-urls".into(),
             client,
             "--listen-peer-urls".into(),
-            m.peer_url(),
+            m.listen_peer_url(),
             "--initial-advertise-peer-urls".into(),
             m.peer_url(),
             "--initial-cluster".into(),
