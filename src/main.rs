@@ -103,6 +103,12 @@ enum BenchSuite {
     /// Keelson or anything speaking etcd's v3 API), as etcd's benchmark
     /// tool does. Prints a table, and JSON with --json.
     Run(Box<keelson_bench::run::RunArgs>),
+    /// The Kubernetes API (issue 7): REST creates against KV puts, LIST
+    /// of 10,000 and 100,000 pods (time and server memory), and 1,000
+    /// label-selected watches (delivery latency), against a `keelson
+    /// server --listen-api-urls` started here. Prints a table, and JSON
+    /// with --json.
+    Kube(Box<keelson_bench::kube_api::KubeArgs>),
 }
 
 fn init_logging(default_level: &str) {
@@ -183,6 +189,18 @@ fn main() -> anyhow::Result<()> {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
             let report = rt.block_on(keelson_bench::run::run(&args))?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                write_json(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Command::Bench { suite: BenchSuite::Kube(args) } => {
+            init_logging("warn");
+            let plan = args.plan(std::env::current_exe().context("find this binary")?)?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime")?;
+            let report = rt.block_on(keelson_bench::kube_api::run(&plan))?;
             print!("{}", report.table());
             if let Some(path) = &args.json {
                 write_json(path, serde_json::to_string_pretty(&report)?)?;

@@ -6,11 +6,13 @@
 //! servers (`cluster.rs`) under the same client load (`load.rs`, workloads
 //! in `workload.rs`); `keelson bench run` (`run.rs`) runs the same
 //! workloads against endpoints already serving; `keelson bench storage`
-//! (`storage.rs`) measures the storage crates in process.
+//! (`storage.rs`) measures the storage crates in process; `keelson bench
+//! kube` (`kube_api.rs`) measures the Kubernetes API of a real server.
 
 pub mod cluster;
 pub mod compare;
 pub mod k8s;
+pub mod kube_api;
 pub mod kv;
 pub mod lease;
 pub mod load;

@@ -48,6 +48,13 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_kib_field(&status, "VmHWM:").map(|kib| kib * 1024)
 }
 
+/// Resident set size in bytes now (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    parse_kib_field(&status, "VmRSS:").map(|kib| kib * 1024)
+}
+
 fn parse_kib_field(status: &str, field: &str) -> anyhow::Result<u64> {
     let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field}"))?;
     let kib = line[field.len()..].trim().trim_end_matches("kB").trim();
