@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::nscache::Phase;
 use super::objects::{self, FieldValidation};
 use super::patch::{self, PatchType};
 use super::resources::{Registry, ResourceType};
@@ -44,6 +45,8 @@ pub struct KubeApi<B> {
     pub advertise: String,
     /// Watch events decoded and encoded once for every watcher.
     pub events: watch::EventCache,
+    /// The namespaces' phases, for NamespaceLifecycle (`nscache`).
+    pub namespaces: super::nscache::NamespaceCache,
 }
 
 pub type Query = HashMap<String, String>;
@@ -212,6 +215,7 @@ impl<B: Backend> KubeApi<B> {
             list_batch: 500,
             advertise: "127.0.0.1:6443".into(),
             events: watch::EventCache::default(),
+            namespaces: Default::default(),
         }
     }
 
@@ -674,19 +678,28 @@ impl<B: Backend> KubeApi<B> {
         }
     }
 
-    /// Checks the namespace a new object goes into exists and is not
-    /// terminating (kube's NamespaceLifecycle admission).
-    async fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>) -> Result<(), ApiError> {
+    /// Checks the namespace a new object (`name`) goes into exists and is
+    /// not terminating (kube's NamespaceLifecycle admission).
+    async fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
         let Some(ns) = ns.filter(|_| rt.namespaced) else { return Ok(()) };
-        let namespaces = self.registry.lookup("", "v1", "namespaces").ok_or_else(not_found_path)?;
-        match self.storage.get(&namespaces.key(None, ns), ReadAt::Local).await? {
-            None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if n.object["status"]["phase"] == "Terminating" => Err(ApiError::forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+        let phase = match self.namespaces.lookup(ns) {
+            Some(phase) => phase,
+            // Not (yet) in the cache: the store decides.
+            None => {
+                let namespaces = self.registry.lookup("", "v1", "namespaces").ok_or_else(not_found_path)?;
+                match self.storage.get(&namespaces.key(None, ns), ReadAt::Local).await? {
+                    None => return Err(ApiError::not_found("", "namespaces", ns)),
+                    Some(n) if n.object["status"]["phase"] == "Terminating" => Phase::Terminating,
+                    Some(_) => Phase::Active,
+                }
+            }
+        };
+        match phase {
+            Phase::Terminating => Err(ApiError::forbidden(format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.plural,
-                n.object["metadata"]["name"].as_str().unwrap_or_default()
             ))),
-            Some(_) => Ok(()),
+            Phase::Active => Ok(()),
         }
     }
 
@@ -772,8 +785,8 @@ impl<B: Backend> KubeApi<B> {
         let (mut obj, warnings) = objects::decode_body(rt, Self::parse_body(body)?, fv)?;
         Self::prepare_new(rt, ns, &mut obj)?;
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        self.check_namespace(rt, ns.as_deref()).await?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        self.check_namespace(rt, ns.as_deref(), &name).await?;
         super::hooks::before_create(self, rt, &mut obj).await?;
         super::managed::record_update(None, &mut obj, &manager_of(q), &rt.api_version(), None);
         if Self::dry_run(q)? {
@@ -879,7 +892,7 @@ impl<B: Backend> KubeApi<B> {
                 }
             } else {
                 Self::prepare_new(rt, ns, &mut new)?;
-                self.check_namespace(rt, ns).await?;
+                self.check_namespace(rt, ns, name).await?;
                 super::hooks::before_create(self, rt, &mut new).await?;
             }
             if let Some(m) = manager {

@@ -157,7 +157,8 @@ pub async fn reload_definitions<B: Backend>(api: &KubeApi<B>) {
 /// The namespace controller's work, done in line: delete everything in a
 /// terminating namespace (at once: no grace periods), then the namespace
 /// itself. Objects held by finalizers are marked terminating and keep the
-/// namespace until they go (deleting the namespace again retries).
+/// namespace until they go (deleting the namespace again retries), as do
+/// the namespace's own finalizers.
 async fn finalize_namespace<B: Backend>(api: &KubeApi<B>, ns: String) {
     let mut left = 0;
     for rt in api.registry.all().into_iter().filter(|r| r.namespaced && r.verbs.len() > 1) {
@@ -191,7 +192,11 @@ async fn finalize_namespace<B: Backend>(api: &KubeApi<B>, ns: String) {
     }
     let Some(namespaces) = api.registry.lookup("", "v1", "namespaces") else { return };
     let key = namespaces.key(None, &ns);
-    if let Ok(Some(cur)) = api.storage.get(&key, ReadAt::Latest).await {
+    // The namespace's own finalizers (metadata.finalizers) hold it, as
+    // any object's: the write that removes the last one deletes it.
+    if let Ok(Some(cur)) = api.storage.get(&key, ReadAt::Latest).await
+        && cur.object["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+    {
         let _ = api.storage.delete_if(&key, cur.mod_revision).await;
     }
 }

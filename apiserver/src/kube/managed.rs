@@ -296,21 +296,29 @@ pub fn record_update(
     api_version: &str,
     sub: Option<&str>,
 ) {
-    let old = old.cloned().unwrap_or(Value::Null);
-    let Some(fields) = changed(&old, new, "", true).filter(|f| !is_empty_set(f)) else { return };
-    let mut managed = new["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
-    let mut paths = Vec::new();
-    leaves(&fields, &mut Vec::new(), &mut paths);
-    for e in managed.iter_mut() {
-        if e["manager"] == manager && e["operation"] == "Update" {
-            continue;
+    let Some(fields) = changed(old.unwrap_or(&Value::Null), new, "", true).filter(|f| !is_empty_set(f))
+    else {
+        return;
+    };
+    let mut managed = match new["metadata"].get_mut("managedFields").map(Value::take) {
+        Some(Value::Array(entries)) => entries,
+        _ => Vec::new(),
+    };
+    // Other managers lose the fields this one changed.
+    if managed.iter().any(|e| !(e["manager"] == manager && e["operation"] == "Update")) {
+        let mut paths = Vec::new();
+        leaves(&fields, &mut Vec::new(), &mut paths);
+        for e in managed.iter_mut() {
+            if e["manager"] == manager && e["operation"] == "Update" {
+                continue;
+            }
+            for p in &paths {
+                remove_path(&mut e["fieldsV1"], p);
+            }
+            prune_empty(&mut e["fieldsV1"]);
         }
-        for p in &paths {
-            remove_path(&mut e["fieldsV1"], p);
-        }
-        prune_empty(&mut e["fieldsV1"]);
+        managed.retain(|e| !is_empty_set(&e["fieldsV1"]));
     }
-    managed.retain(|e| !is_empty_set(&e["fieldsV1"]));
     let subresource = sub.filter(|s| *s == "status" || *s == "scale");
     match managed.iter_mut().find(|e| {
         e["manager"] == manager && e["operation"] == "Update" && e["subresource"].as_str() == subresource
@@ -335,7 +343,7 @@ pub fn record_update(
             managed.push(e);
         }
     }
-    new["metadata"]["managedFields"] = json!(managed);
+    new["metadata"]["managedFields"] = Value::Array(managed);
 }
 
 /// Drops objects left empty after removing paths (a parent whose only

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod hooks;
 pub mod managed;
+pub mod nscache;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -241,6 +242,7 @@ pub async fn start<B: Backend>(
     hooks::bootstrap(&api).await.map_err(|e| anyhow::anyhow!("create the default namespaces: {e}"))?;
     hooks::reload_definitions(&api).await;
     spawn_definition_watch(api.clone());
+    nscache::spawn(api.clone());
     let router = router(api);
     let mut tasks = Vec::new();
     for addr in &cfg.listen {

@@ -77,18 +77,23 @@ fn roundtrip(group: &str, kind: &str, v: Value) -> Option<Result<Value, serde_js
 pub fn unknown_fields(original: &Value, decoded: &Value, path: &str, out: &mut Vec<String>) {
     match (original, decoded) {
         (Value::Object(a), Value::Object(b)) => {
+            // Paths are only formatted where needed: most fields are
+            // known scalars.
+            let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match b.get(k) {
-                    Some(w) => unknown_fields(v, w, &p, out),
+                    Some(w) if v.is_object() || v.is_array() => unknown_fields(v, w, &join(k), out),
+                    Some(_) => {}
                     None if v.is_null() => {}
-                    None => out.push(p),
+                    None => out.push(join(k)),
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                unknown_fields(v, w, &format!("{path}[{i}]"), out);
+                if v.is_object() || v.is_array() {
+                    unknown_fields(v, w, &format!("{path}[{i}]"), out);
+                }
             }
         }
         _ => {}

@@ -83,11 +83,42 @@ pub fn set_resource_version(object: &mut Value, rev: i64) {
 
 /// The bytes stored for an object: its JSON without resourceVersion.
 pub fn encode(object: &Value) -> Vec<u8> {
-    let mut object = object.clone();
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+    serde_json::to_vec(&WithoutResourceVersion(object)).unwrap_or_default()
+}
+
+/// Serializes an object as it is, less `metadata.resourceVersion`
+/// (without cloning it).
+struct WithoutResourceVersion<'a>(&'a Value);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else { return self.0.serialize(s) };
+        let mut map = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &MetadataWithoutResourceVersion(meta))?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
     }
-    serde_json::to_vec(&object).unwrap_or_default()
+}
+
+struct MetadataWithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for MetadataWithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.iter().filter(|(k, _)| k.as_str() != "resourceVersion");
+        let mut map = s.serialize_map(Some(fields.clone().count()))?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 pub struct Storage<B> {
@@ -325,8 +356,10 @@ mod tests {
 
     #[test]
     fn stored_bytes_leave_out_the_resource_version() {
-        let obj = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"}});
+        let obj = serde_json::json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7"}, "spec": {"x": 1}});
         let bytes = encode(&obj);
+        let stored: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(stored, serde_json::json!({"kind": "Pod", "metadata": {"name": "a"}, "spec": {"x": 1}}));
         let kv = KeyValue { key: "k".into(), value: bytes.into(), mod_revision: 9, ..Default::default() };
         let back = decode(&kv).unwrap();
         assert_eq!(back.object["metadata"]["resourceVersion"], "9");

@@ -444,6 +444,66 @@ async fn deleting_a_namespace_deletes_its_contents() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// NamespaceLifecycle through the namespace cache (as a member runs it):
+/// a terminating namespace refuses new content with kube's 403, and a
+/// namespace created a moment ago is found even before the cache has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_namespace_refuses_new_content() {
+    let backend = FakeBackend::new();
+    let ctx = Ctx::new(backend.clone(), crate::GrpcConfig::default());
+    let api = Arc::new(KubeApi::new(Storage::new(ctx), Arc::new(Registry::default())));
+    super::hooks::bootstrap(&api).await.unwrap();
+    super::nscache::spawn(api.clone());
+    let a = Api { router: super::router(api.clone()), backend };
+    let (s, _) = a
+        .post("/api/v1/namespaces", json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, err) = a.post("/api/v1/namespaces/held/configmaps", cm("x", json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{err}");
+    let (s, ns) = a.delete("/api/v1/namespaces/held").await;
+    assert!(s.is_success(), "{ns}");
+    let (_, ns) = a.get("/api/v1/namespaces/held").await;
+    assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
+    // The cache follows the hub: wait until it has seen the change.
+    for _ in 0..100 {
+        if api.namespaces.lookup("held") == Some(super::nscache::Phase::Terminating) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.namespaces.lookup("held"), Some(super::nscache::Phase::Terminating));
+    let (s, err) = a.post("/api/v1/namespaces/held/configmaps", cm("y", json!({}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{err}");
+    assert_eq!(
+        err["message"],
+        "configmaps \"y\" is forbidden: unable to create new content in namespace held because it is being terminated"
+    );
+    let (s, _) = a
+        .patch(
+            "/api/v1/namespaces/held",
+            "application/merge-patch+json",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
+    assert!(s.is_success());
+    let (s, _) = a.get("/api/v1/namespaces/held").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for _ in 0..100 {
+        if api.namespaces.lookup("held").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (s, _) = a.post("/api/v1/namespaces/held/configmaps", cm("z", json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A namespace just created is found whether or not the cache has it.
+    let (s, _) = a.post("/api/v1/namespaces", json!({"metadata": {"name": "fresh"}})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, err) = a.post("/api/v1/namespaces/fresh/configmaps", cm("x", json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregated_discovery_lists_groups_with_short_names() {
     let a = api().await;
