@@ -413,6 +413,26 @@ fn kubectl_acceptance() {
     generated.sort();
     generated.dedup();
     s.record("generateName gives distinct names", generated.len() == 7, || format!("{generated:?}"));
+    // A `kind: List` file (what `kubectl get -o yaml` writes), under the
+    // default --validate=strict: kubectl reads /openapi/v2 for it.
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-a", "namespace": "demo"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-b", "namespace": "demo"}},
+    ]});
+    s.kubectl("create -f of a List", &["create", "-f", "-"], Some(&list.to_string()), |o, so, _| {
+        o.status.success()
+            && so.contains("configmap/listed-a created")
+            && so.contains("configmap/listed-b created")
+    });
+    let bad = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-c", "namespace": "demo"}, "bogus": 1},
+    ]});
+    s.kubectl(
+        "create -f of a List with an unknown field",
+        &["create", "-f", "-"],
+        Some(&bad.to_string()),
+        |o, _, se| !o.status.success() && se.contains("unknown field \"bogus\""),
+    );
     let out = s.kubectl(
         "get --chunk-size=2",
         &["get", "cm", "-n", "demo", "-l", "batch=gen", "--chunk-size=2", "-o", "name", "-v=6"],

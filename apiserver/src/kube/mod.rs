@@ -111,6 +111,7 @@ pub fn router<B: Backend>(api: Arc<KubeApi<B>>) -> Router {
         .route("/livez", get(health::<B>))
         .route("/readyz", get(health::<B>))
         .route("/version", get(|| async { axum::Json(version()) }))
+        .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index::<B>))
         .route("/openapi/v3/{*rest}", get(openapi::group_version::<B>))
         .route("/api", any(resource::<B>))

@@ -131,6 +131,66 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
     })
 }
 
+/// What `/openapi/v2` answers a protobuf request with: kubectl asks for
+/// `application/com.github.proto-openapi.spec.v2@v1.0+protobuf` (gnostic's
+/// `openapi.v2.Document`), whose `@` Go's media type parser refuses in a
+/// response, so the answer is labelled `application/octet-stream`, as
+/// kube-apiserver labels it.
+pub const V2_PROTOBUF_RESPONSE: &str = "application/octet-stream";
+
+/// `GET /openapi/v2`: a Swagger 2.0 document with no paths and no
+/// definitions (the schemas are served by `/openapi/v3`). kubectl reads
+/// `/openapi/v2` (as protobuf) only to validate a `kind: List` file on the
+/// client side; finding no definition for the items' kinds it leaves them
+/// to the server, whose Strict field validation judges each item as it
+/// judges any object. Without the endpoint `kubectl create -f list.yaml`
+/// failed with "the server could not find the requested resource".
+pub async fn v2(req: Request) -> Response {
+    let version = format!("v1.33.0+keelson-{}", env!("CARGO_PKG_VERSION"));
+    let wants_protobuf = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf") && !a.contains("json"));
+    if wants_protobuf {
+        return (StatusCode::OK, [(header::CONTENT_TYPE, V2_PROTOBUF_RESPONSE)], v2_protobuf(&version))
+            .into_response();
+    }
+    let doc = json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": version},
+        "paths": {},
+        "definitions": {},
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
+}
+
+/// `openapi.v2.Document{swagger: "2.0", info: {title, version}, paths: {},
+/// definitions: {}}` in protobuf (field numbers from gnostic's
+/// OpenAPIv2.proto: Document.swagger 1, info 2, paths 8, definitions 9;
+/// Info.title 1, version 2).
+fn v2_protobuf(version: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push(number << 3 | 2);
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, version.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    field(&mut doc, 8, &[]);
+    field(&mut doc, 9, &[]);
+    doc
+}
+
 /// `GET /openapi/v3`: the index of group-version documents.
 pub async fn index<B: Backend>(State(api): State<Arc<KubeApi<B>>>, req: Request) -> Response {
     let mut paths = Map::new();
@@ -964,6 +1024,17 @@ pub fn generate(types: &[&ResourceType], group: &str, version: &str) -> Value {
 mod tests {
     use super::*;
     use crate::kube::resources::Registry;
+
+    #[test]
+    fn openapi_v2_is_an_empty_swagger_document_in_protobuf() {
+        let pb = v2_protobuf("v1.33.0");
+        let mut want = vec![0x0a, 3, b'2', b'.', b'0', 0x12, 21, 0x0a, 10];
+        want.extend_from_slice(b"Kubernetes");
+        want.extend_from_slice(&[0x12, 7]);
+        want.extend_from_slice(b"v1.33.0");
+        want.extend_from_slice(&[0x42, 0, 0x4a, 0]);
+        assert_eq!(pb, want);
+    }
 
     fn doc(reg: &Registry, group: &str, version: &str) -> Value {
         let all = reg.all();
