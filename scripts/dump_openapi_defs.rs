@@ -22,7 +22,7 @@ fn main() {
         rbac::v1::Role, rbac::v1::ClusterRole, rbac::v1::RoleBinding, rbac::v1::ClusterRoleBinding,
         discovery::v1::EndpointSlice, apiextensions::v1::CustomResourceDefinition,
         authorization::v1::SelfSubjectAccessReview, authorization::v1::SelfSubjectRulesReview,
-        authentication::v1::TokenRequest, meta::DeleteOptions,
+        authentication::v1::TokenRequest, authentication::v1::SelfSubjectReview, meta::DeleteOptions,
     );
     let defs = g.take_definitions(true);
     let mut out = Map::new();

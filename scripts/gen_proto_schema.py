@@ -70,6 +70,7 @@ KINDS = [
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "api.authorization.v1.SelfSubjectAccessReview"),
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "api.authorization.v1.SelfSubjectRulesReview"),
     ("authentication.k8s.io/v1", "TokenRequest", "api.authentication.v1.TokenRequest"),
+    ("authentication.k8s.io/v1", "SelfSubjectReview", "api.authentication.v1.SelfSubjectReview"),
     # DeleteOptions is sent with the group-version of the resource deleted;
     # protobuf.rs looks kinds up by "apiVersion/Kind", then by "Kind".
     ("", "DeleteOptions", "apimachinery.pkg.apis.meta.v1.DeleteOptions"),

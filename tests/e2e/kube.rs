@@ -536,6 +536,12 @@ fn kubectl_acceptance() {
     s.kubectl("auth can-i create pods", &["auth", "can-i", "create", "pods"], None, |o, so, _| {
         o.status.success() && so.trim() == "yes"
     });
+    s.kubectl(
+        "auth whoami",
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+        None,
+        |o, so, _| o.status.success() && so.trim() == "admin",
+    );
     s.kubectl("get --raw /openapi/v3", &["get", "--raw", "/openapi/v3"], None, |o, so, _| {
         let v: Value = serde_json::from_str(so).unwrap_or_default();
         o.status.success()

@@ -1,7 +1,9 @@
 //! `authorization.k8s.io/v1` self reviews, answered for the first
 //! identity model: every authenticated user may do everything (until the
 //! authorization issue lands), so `kubectl auth can-i` answers yes for a
-//! client with a certificate from the cluster CA.
+//! client with a certificate from the cluster CA; and
+//! `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`):
+//! the user and groups of the client's certificate.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +42,12 @@ pub fn review(rt: &ResourceType, body: &[u8], identity: Option<&Identity>) -> Re
             } else {
                 json!({"allowed": false})
             };
+        }
+        "SelfSubjectReview" => {
+            let Some(id) = identity else { return Err(ApiError::unauthorized()) };
+            let mut groups = id.groups.clone();
+            groups.push("system:authenticated".into());
+            obj["status"] = json!({"userInfo": {"username": id.user, "groups": groups}});
         }
         _ => {
             obj["status"] = json!({

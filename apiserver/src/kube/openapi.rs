@@ -334,6 +334,7 @@ fn builtins() -> Vec<Builtin> {
         builtin::<authorization::v1::SubjectAccessReview>(),
         builtin::<authorization::v1::LocalSubjectAccessReview>(),
         builtin::<authentication::v1::TokenRequest>(),
+        builtin::<authentication::v1::SelfSubjectReview>(),
         builtin::<authentication::v1::TokenReview>(),
         builtin::<autoscaling::v1::Scale>(),
     ]

@@ -154,11 +154,12 @@ pub fn builtins() -> Vec<ResourceType> {
             &["status"],
         ),
     ];
-    for (kind, plural) in [
-        ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
-        ("SelfSubjectRulesReview", "selfsubjectrulesreviews"),
+    for (group, kind, plural) in [
+        ("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews"),
+        ("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews"),
     ] {
-        let mut r = t("authorization.k8s.io", "v1", kind, plural, false, &[], &[]);
+        let mut r = t(group, "v1", kind, plural, false, &[], &[]);
         r.verbs = vec!["create".into()];
         v.push(r);
     }

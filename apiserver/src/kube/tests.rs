@@ -444,6 +444,20 @@ async fn deleting_a_namespace_deletes_its_contents() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_subject_review_names_the_certificate_user() {
+    let a = api().await;
+    let (s, r) = a
+        .post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["status"]["userInfo"]["username"], "admin");
+    assert_eq!(r["status"]["userInfo"]["groups"], json!(["system:masters", "system:authenticated"]));
+}
+
 /// NamespaceLifecycle through the namespace cache (as a member runs it):
 /// a terminating namespace refuses new content with kube's 403, and a
 /// namespace created a moment ago is found even before the cache has it.
