@@ -241,7 +241,7 @@ impl Drop for Cluster {
 }
 
 /// `n` distinct free loopback ports (all held open while choosing).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()

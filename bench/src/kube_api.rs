@@ -20,7 +20,7 @@
 //! Nothing here asserts a timing. The server is killed and its data removed
 //! however the run ends (a `Drop` guard; Ctrl-C and SIGTERM drop the run).
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -172,7 +172,7 @@ impl ApiServer {
             .prefix(".keelson-bench-kube-")
             .tempdir_in(base)
             .with_context(|| format!("create a data dir under {}", base.display()))?;
-        let ports = free_ports(3)?;
+        let ports = crate::cluster::free_ports(3)?;
         let log = dir.path().join("server.log");
         let data = dir.path().join("m1.etcd");
         let client = format!("http://127.0.0.1:{}", ports[0]);
@@ -271,15 +271,6 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// `n` distinct free loopback ports (all held open while choosing).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("find free ports")?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 // ---------------------------------------------------------------------------
