@@ -41,6 +41,11 @@ impl<B: Backend> KvService<B> {
         if !req.serializable {
             self.ctx.backend.read_barrier().await?;
         }
+        if req.range_end.is_empty() {
+            // One key: an index lookup and one RocksDB point read, cheaper
+            // than the hop to the blocking pool and back.
+            return Ok(self.ctx.backend.store().range(&req)?);
+        }
         Ok(self.ctx.with_store(move |s| s.range(&req)).await??)
     }
 

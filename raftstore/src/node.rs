@@ -22,7 +22,7 @@ use keelson_proto::keelsonraftpeerpb::forward_client::ForwardClient;
 use keelson_watch::{WatchConfig, WatchHub};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Instant as _, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{Raft, ServerState, SnapshotPolicy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -31,6 +31,7 @@ use tonic::transport::Channel;
 use crate::forward::{forward_service, from_wire, never_sent};
 use crate::ids;
 use crate::lessor::Lessor;
+use crate::read_index::{ReadIndexer, lost_quorum};
 use crate::state_machine::{Shared, StateMachine, StoreHandle};
 use crate::transport::{GrpcNetwork, LocalIdentity, TransportConfig};
 use crate::types::{Command, Member, TypeConfig};
@@ -195,6 +196,7 @@ pub struct Node {
     transport: TransportConfig,
     election_timeout: Duration,
     request_timeout: Duration,
+    reads: Arc<ReadIndexer>,
     lease_ids: AtomicU64,
     wal: WalLogStore,
     data_dir: PathBuf,
@@ -308,8 +310,11 @@ impl Node {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
+        let reads = ReadIndexer::new(raft.clone(), cfg.election_timeout, request_timeout);
         let node = Arc::new(Node {
             raft,
+            reads,
             shared,
             member_id,
             cluster_id,
@@ -319,7 +324,7 @@ impl Node {
             network,
             transport: cfg.transport.clone(),
             election_timeout: cfg.election_timeout,
-            request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
+            request_timeout,
             lease_ids: AtomicU64::new(unix_ms << 8),
             wal,
             data_dir: member_dir,
@@ -616,21 +621,10 @@ impl Node {
     }
 
     /// The read index, on the leader: confirms leadership with a quorum and
-    /// returns the log index a linearizable read must wait for.
+    /// returns the log index a linearizable read must wait for. Concurrent
+    /// callers share rounds (`read_index.rs`).
     pub(crate) async fn read_index_here(&self) -> Result<u64, ProposeError> {
-        self.check_quorum()?;
-        let linearizer =
-            tokio::time::timeout(self.request_timeout, self.raft.get_read_linearizer(ReadPolicy::ReadIndex))
-                .await
-                .map_err(|_| ProposeError::Timeout)?
-                .map_err(|e| match e {
-                    RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f)) => {
-                        ProposeError::NotLeader { leader: f.leader_id }
-                    }
-                    RaftError::APIError(other) => ProposeError::Internal(other.to_string()),
-                    RaftError::Fatal(_) => ProposeError::Stopped,
-                })?;
-        Ok(linearizer.read_log_id().log_id().index)
+        self.reads.read_index().await
     }
 
     async fn forward_read_index(&self, leader: u64, deadline: Instant) -> Result<u64, ProposeError> {
@@ -647,20 +641,13 @@ impl Node {
         }
     }
 
-    /// etcd's CheckQuorum, as seen from requests: a leader that has not
-    /// heard from a quorum for longer than an election timeout does not
-    /// count as one (it would have stepped down in etcd).
+    /// etcd's CheckQuorum, as seen from requests (`read_index::lost_quorum`).
     fn check_quorum(&self) -> Result<(), ProposeError> {
-        if self.lost_quorum() { Err(ProposeError::NotLeader { leader: None }) } else { Ok(()) }
-    }
-
-    fn lost_quorum(&self) -> bool {
-        let rx = self.raft.metrics();
-        let m = rx.borrow_watched();
-        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
-            return false;
+        if lost_quorum(&self.raft, self.election_timeout) {
+            Err(ProposeError::NotLeader { leader: None })
+        } else {
+            Ok(())
         }
-        m.last_quorum_acked.as_ref().is_some_and(|at| at.into_inner().elapsed() > self.election_timeout)
     }
 
     pub fn status(&self) -> NodeStatus {

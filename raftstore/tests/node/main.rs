@@ -178,3 +178,53 @@ async fn data_dir_of_another_cluster_is_refused() {
     let err = Node::start(other).await.unwrap_err().to_string();
     assert!(err.contains("belongs to cluster"), "{err}");
 }
+
+/// Linearizable reads share read index rounds: every read must still see
+/// each write acknowledged before it began, with writers and 64 readers
+/// running at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_barriers_see_every_acknowledged_write() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let acked = Arc::new(AtomicI64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (node, acked) = (node.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let Response::Put(p) = propose(&node, put(&format!("w{w}/{i}"), "v", 0)).await else {
+                    panic!("put response expected")
+                };
+                acked.fetch_max(p.header.unwrap().revision, Ordering::SeqCst);
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..64 {
+        let (node, acked) = (node.clone(), acked.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while acked.load(Ordering::SeqCst) < 801 {
+                let before = acked.load(Ordering::SeqCst);
+                node.read_barrier().await.unwrap();
+                let seen = node.store().current_revision();
+                assert!(
+                    seen >= before,
+                    "read saw revision {seen}, write {before} was acknowledged before it"
+                );
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    assert!(reads >= 64, "every reader read at least once");
+    node.shutdown().await;
+}
