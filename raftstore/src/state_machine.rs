@@ -580,9 +580,7 @@ impl StateMachine {
         fail::fail_point!("apply-before-commit");
         let committed = w.commit().map_err(io_err)?;
         fail::fail_point!("apply-after-commit");
-        for rev in committed.events {
-            shared.hub.notify(rev.revision, rev.events);
-        }
+        shared.hub.notify_many(committed.events.into_iter().map(|r| (r.revision, r.events)).collect());
         let compacted = store.compacted_revision();
         if compacted != compacted_before {
             shared.hub.compacted(compacted);

@@ -54,6 +54,7 @@ impl std::fmt::Debug for Shared {
 
 enum Command {
     Notify { rev: i64, events: Vec<Event> },
+    NotifyMany(Vec<(i64, Vec<Event>)>),
     Compacted(i64),
     Skip(i64),
 }
@@ -162,6 +163,18 @@ impl WatchHub {
         }
     }
 
+    /// [`WatchHub::notify`] for several consecutive revisions, in order, with
+    /// one message to the hub thread (one wake-up instead of one per
+    /// revision: the raft apply loop commits many revisions per batch).
+    pub fn notify_many(&self, revisions: Vec<(i64, Vec<Event>)>) {
+        if revisions.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.handle.tx {
+            let _ = tx.send(Command::NotifyMany(revisions));
+        }
+    }
+
     /// Tells the hub the store compacted at `revision`: watchers that still
     /// need older revisions are cancelled with `compact_revision` set.
     /// Ordered with `notify`; never blocks.
@@ -223,6 +236,11 @@ fn hub_loop(shared: &Shared, rx: &Receiver<Command>) {
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Command::Notify { rev, events } => fan_out(shared, rev, events, &mut matches),
+            Command::NotifyMany(revisions) => {
+                for (rev, events) in revisions {
+                    fan_out(shared, rev, events, &mut matches);
+                }
+            }
             Command::Skip(to) => skip(shared, to),
             Command::Compacted(rev) => {
                 let mut st = shared.state.lock();

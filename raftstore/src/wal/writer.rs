@@ -40,6 +40,7 @@ use crate::wal::record::SegmentHeader;
 use crate::wal::segment;
 use crate::wal::segment::SegmentInfo;
 use crate::wal::segment::SegmentName;
+use crate::wal::segment::Spare;
 use crate::wal::stats::WalCounters;
 
 /// What a request changes, for the writer's own bookkeeping: segment headers
@@ -101,10 +102,13 @@ pub(crate) struct WriterState {
     /// Last entry index as of the last queued request, to name segments.
     pub(crate) last_index: Option<u64>,
     pub(crate) counters: Arc<WalCounters>,
+    /// The next segment's file, being zero-filled in the background.
+    pub(crate) spare: Option<JoinHandle<io::Result<Spare>>>,
 }
 
 impl Writer {
-    pub(crate) fn start(state: WriterState) -> Result<Writer, WalError> {
+    pub(crate) fn start(mut state: WriterState) -> Result<Writer, WalError> {
+        state.spare = Some(segment::prepare_spare(&state.dir, state.segment_size));
         let queue = Arc::new(Queue::default());
         let thread = std::thread::Builder::new()
             .name("keelson-wal".into())
@@ -246,7 +250,13 @@ impl WriterState {
     fn roll(&mut self) -> Result<(), WalError> {
         let name =
             SegmentName { seq: self.active.seq + 1, first_index: self.last_index.map_or(0, |i| i + 1) };
-        let (file, header_end) = create_segment(&self.dir, name, &self.header, self.segment_size)?;
+        // The spare filled in the background, if it is ready and sound;
+        // else one filled here.
+        let spare = self.spare.take().and_then(|h| h.join().ok()).and_then(|r| {
+            r.inspect_err(|e| tracing::warn!(error = %e, "preparing the next wal segment failed")).ok()
+        });
+        let (file, header_end) = create_segment(&self.dir, name, &self.header, self.segment_size, spare)?;
+        self.spare = Some(segment::prepare_spare(&self.dir, self.segment_size));
         self.counters.record_write(header_end);
         tracing::debug!(segment = %name.file_name(), "wal segment started");
         let info = SegmentInfo { path: self.dir.join(name.file_name()), seq: name.seq, max_index: None };
@@ -318,10 +328,11 @@ pub(crate) fn create_segment(
     name: SegmentName,
     header: &SegmentHeader,
     size: u64,
+    spare: Option<Spare>,
 ) -> Result<(File, u64), WalError> {
     let mut bytes = Vec::new();
     let header = SegmentHeader { seq: name.seq, ..header.clone() };
     record::encode(&Record::Header(header), &mut bytes).map_err(WalError::EncodeRecord)?;
-    let file = segment::create(dir, name, &bytes, size)?;
+    let file = segment::create(dir, name, &bytes, size, spare)?;
     Ok((file, bytes.len() as u64))
 }

@@ -148,3 +148,41 @@ async fn holes_are_refused() {
     assert!(append(&mut store, vec![entry(1, 1, 8)]).await.is_err());
     append(&mut store, vec![entry(1, 2, 8)]).await.unwrap();
 }
+
+/// Segments are written full of zeros before use (appends then change no
+/// file system metadata), the next one is prepared in the background, and
+/// the spare files a writer leaves behind are removed when the WAL reopens.
+#[tokio::test]
+async fn segments_are_allocated_up_front_and_spares_are_cleaned_up() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Larger than a file system block, so a sparse tail would show.
+    let config = || WalConfig { segment_size: 64 * 1024, ..WalConfig::default() };
+    let size = config().segment_size;
+    {
+        let mut store = open(dir.path(), config());
+        for i in 1..=100 {
+            append(&mut store, vec![entry(1, i, 2000)]).await.unwrap();
+        }
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() > 2, "{} segments", segs.len());
+    for seg in &segs {
+        let meta = std::fs::metadata(seg).unwrap();
+        assert_eq!(meta.len(), size, "{}", seg.display());
+        assert!(meta.blocks() * 512 >= size, "{} is sparse: {} blocks", seg.display(), meta.blocks());
+    }
+    let leftovers = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    std::fs::write(dir.path().join("spare-0-0.tmp"), b"left by a crash").unwrap();
+    let mut store = open(dir.path(), config());
+    assert_eq!(all_entries(&mut store).await.len(), 100);
+    drop(store);
+    // At most the spare the reopened writer started filling itself.
+    assert!(leftovers() <= 1, "{} leftover spare files", leftovers());
+}

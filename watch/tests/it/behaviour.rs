@@ -324,3 +324,25 @@ fn prev_kv_catch_up_from_the_ring_looks_up_what_the_live_path_skipped() {
     assert!(s.watches[1].events()[0].prev_kv.is_some());
     check(&h, &[&s]);
 }
+
+/// The apply path hands the hub a whole batch of revisions in one message:
+/// every watcher still sees each revision, in order, exactly once.
+#[test]
+fn revisions_handed_over_in_one_batch_arrive_in_order() {
+    let h = Harness::new(config());
+    let mut s = h.stream();
+    s.watch(watch_req("a", "c", 0)).unwrap();
+    s.watch(watch_req("b", "", 0)).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        let key = if i % 2 == 0 { "a" } else { "b" };
+        let ops = [Op::Put(Bytes::from(key), Bytes::from(format!("{i}")))];
+        batch.push(h.store.txn(&ops).expect("a put always writes"));
+    }
+    h.hub.notify_many(batch);
+    h.put("b", "last");
+    s.sync_to(h.store.rev());
+    assert_eq!(s.watches[0].events().len(), 21);
+    assert_eq!(s.watches[1].events().len(), 11);
+    check(&h, &[&s]);
+}
