@@ -121,6 +121,7 @@ fn op_name(request: &internal_request::Request) -> &'static str {
         R::LeaseRevoke(_) => "lease_revoke",
         R::Alarm(_) => "alarm",
         R::LeaseRenewAll(_) => "lease_renew_all",
+        R::Batch(_) => "batch",
     }
 }
 

@@ -151,7 +151,8 @@ impl FakeBackend {
                     A::Alarm(AlarmResponse { header: None, alarms })
                 }),
             Some(R::LeaseRenewAll(r)) => Ok(A::LeaseRenewAll(r)),
-            None => Ok(fail(ApplyErrorKind::ApplyErrorUnknown)),
+            // Batches are the raft proposer's; nothing sends one here.
+            Some(R::Batch(_)) | None => Ok(fail(ApplyErrorKind::ApplyErrorUnknown)),
         };
         InternalResponse { response: Some(resp.unwrap_or_else(|e| A::Error(apply_error(e)))) }
     }

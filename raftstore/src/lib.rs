@@ -24,6 +24,7 @@ pub mod ids;
 pub mod lessor;
 pub mod membership;
 pub mod node;
+mod proposer;
 mod read_index;
 pub mod snapshot;
 pub mod state_machine;

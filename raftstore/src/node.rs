@@ -21,7 +21,6 @@ use keelson_proto::keelsonraftpeerpb as pb;
 use keelson_proto::keelsonraftpeerpb::forward_client::ForwardClient;
 use keelson_watch::{WatchConfig, WatchHub};
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -31,10 +30,11 @@ use tonic::transport::Channel;
 use crate::forward::{forward_service, from_wire, never_sent};
 use crate::ids;
 use crate::lessor::Lessor;
+use crate::proposer::Proposer;
 use crate::read_index::{ReadIndexer, lost_quorum};
 use crate::state_machine::{Shared, StateMachine, StoreHandle};
 use crate::transport::{GrpcNetwork, LocalIdentity, TransportConfig};
-use crate::types::{Command, Member, TypeConfig};
+use crate::types::{Member, TypeConfig};
 use crate::wal::{WalConfig, WalLogStore};
 
 /// How a member is configured; the CLI fills it from etcd's flags.
@@ -156,8 +156,11 @@ pub enum ProposeError {
     Internal(String),
 }
 
-/// The on-disk format of a member's data dir.
-pub const DATA_FORMAT: u32 = 1;
+/// The on-disk format of a member's data dir. 2: the log may hold
+/// `RequestBatch` entries, which format-1 binaries would not apply (they
+/// would drop the writes), so they must refuse such a dir. A format-1 dir is
+/// marked 2 when a newer binary opens it.
+pub const DATA_FORMAT: u32 = 2;
 
 /// What a data dir says about whom it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -197,6 +200,7 @@ pub struct Node {
     election_timeout: Duration,
     request_timeout: Duration,
     reads: Arc<ReadIndexer>,
+    proposer: Arc<Proposer>,
     lease_ids: AtomicU64,
     wal: WalLogStore,
     data_dir: PathBuf,
@@ -222,8 +226,12 @@ impl Node {
         std::fs::create_dir_all(&member_dir)
             .map_err(|source| StartError::CreateDir { path: member_dir.clone(), source })?;
         let identity = match read_identity(&member_dir)? {
-            Some(found) => {
+            Some(mut found) => {
                 check_identity(&member_dir, &found, &cfg)?;
+                if found.format < DATA_FORMAT {
+                    found.format = DATA_FORMAT;
+                    write_identity(&member_dir, &found)?;
+                }
                 found
             }
             None => {
@@ -312,9 +320,11 @@ impl Node {
             .unwrap_or(0);
         let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
         let reads = ReadIndexer::new(raft.clone(), cfg.election_timeout, request_timeout);
+        let proposer = Proposer::new(raft.clone(), request_timeout);
         let node = Arc::new(Node {
             raft,
             reads,
+            proposer,
             shared,
             member_id,
             cluster_id,
@@ -523,24 +533,11 @@ impl Node {
     ) -> Result<(InternalResponse, u64), ProposeError> {
         self.check_quorum()?;
         let physical = matches!(&req.request, Some(Request::Compaction(c)) if c.physical);
-        let cmd = Command(Bytes::from(req.encode_to_vec()));
-        let written = tokio::time::timeout(self.request_timeout, self.raft.client_write(cmd))
-            .await
-            .map_err(|_| ProposeError::Timeout)?
-            .map_err(|e| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    ProposeError::NotLeader { leader: f.leader_id }
-                }
-                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ProposeError::LeaderChanged,
-                RaftError::APIError(other) => ProposeError::Internal(other.to_string()),
-                RaftError::Fatal(_) => ProposeError::Stopped,
-            })?;
-        let resp = InternalResponse::decode(written.data.0)
-            .map_err(|e| ProposeError::Internal(format!("decode apply result: {e}")))?;
+        let (resp, index) = self.proposer.propose(req).await?;
         if physical {
-            self.wait_compaction(written.log_id.index).await;
+            self.wait_compaction(index).await;
         }
-        Ok((resp, written.log_id.index))
+        Ok((resp, index))
     }
 
     async fn forward_propose(

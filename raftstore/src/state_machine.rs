@@ -25,7 +25,7 @@ use keelson_proto::etcdserverpb::{
 use keelson_proto::keelsonraftpb::internal_request::Request;
 use keelson_proto::keelsonraftpb::internal_response::Response;
 use keelson_proto::keelsonraftpb::{
-    ApplyError, ApplyErrorKind, InternalRequest, InternalResponse, LeaseRenewAll,
+    ApplyError, ApplyErrorKind, InternalRequest, InternalResponse, LeaseRenewAll, ResponseBatch,
 };
 use keelson_proto::mvccpb::{Event, KeyValue};
 use keelson_watch::{EventSource, HistoryError, WatchHub};
@@ -390,6 +390,13 @@ impl Shared {
             Some(Request::LeaseRevoke(r)) => return self.revoke(w, r.id),
             Some(Request::Alarm(r)) => Ok(Response::Alarm(self.alarm(store, w, &r))),
             Some(Request::LeaseRenewAll(_)) => Ok(Response::LeaseRenewAll(LeaseRenewAll {})),
+            // Concurrent client writes in one entry (`proposer.rs`): each
+            // applied as if it had an entry of its own, answered in order.
+            Some(Request::Batch(b)) => {
+                let responses =
+                    b.requests.into_iter().map(|r| self.apply_request(store, w, r, index)).collect();
+                return InternalResponse { response: Some(Response::Batch(ResponseBatch { responses })) };
+            }
             None => return apply_error(ApplyErrorKind::ApplyErrorUnknown, "empty request".into()),
         };
         for rev in &w.events()[events_before..] {
