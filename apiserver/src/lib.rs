@@ -23,6 +23,7 @@ mod auth;
 mod authority;
 mod backend;
 mod cluster;
+mod coalesce;
 mod config;
 mod context;
 mod errors;

@@ -12,6 +12,7 @@ use tonic::service::Routes;
 
 use crate::authority::AuthorityFix;
 use crate::backend::Backend;
+use crate::coalesce::Coalesce;
 use crate::config::GrpcConfig;
 
 /// Serves gRPC plus `/health` and `/metrics` on `listener` until `stop`
@@ -46,12 +47,15 @@ pub async fn serve_metrics<B: Backend>(
 
 /// Accepted connections with Nagle's algorithm off (small gRPC responses
 /// must not wait for the peer's delayed ACK, that costs ~40 ms each), and a
-/// URL as `:authority` made acceptable (`authority.rs`).
-fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<TcpStream>>> {
+/// URL as `:authority` made acceptable (`authority.rs`), and responses that
+/// finish together written together (`coalesce.rs`).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<Coalesce<TcpStream>>>> {
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(AuthorityFix::new(conn))
+        Ok(AuthorityFix::new(Coalesce::new(conn)))
     })
 }
 
