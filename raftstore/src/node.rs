@@ -515,11 +515,13 @@ impl Node {
                 self.propose_here(req.clone()).await.map(|(resp, _)| resp)
             } else {
                 let bytes = encoded.get_or_insert_with(|| Bytes::from(req.encode_to_vec())).clone();
-                self.forward_propose(leader, bytes, deadline, physical).await
+                // Boxed: a forwarded call's state is large, and every
+                // proposal's future would carry (and move) it otherwise.
+                Box::pin(self.forward_propose(leader, bytes, deadline, physical)).await
             };
             match result {
                 // Not taken: the leader changed under us; try the new one.
-                Err(e @ ProposeError::NotLeader { .. }) => retry.again(e).await?,
+                Err(e @ ProposeError::NotLeader { .. }) => Box::pin(retry.again(e)).await?,
                 other => return other,
             }
         }

@@ -74,7 +74,9 @@ impl Proposer {
     /// it answered and the index of the log entry that carried it.
     pub(crate) async fn propose(self: &Arc<Self>, req: InternalRequest) -> Answer {
         if !batchable(&req) {
-            let (data, index) = self.write(Bytes::from(req.encode_to_vec())).await?;
+            // Boxed: a raft write's state is large, and the batched path
+            // (the common one) would carry and move it otherwise.
+            let (data, index) = Box::pin(self.write(Bytes::from(req.encode_to_vec()))).await?;
             return Ok((decode(data)?, index));
         }
         let (reply, answer) = oneshot::channel();
