@@ -221,7 +221,10 @@ pub async fn serve_tls(
                     router.clone().oneshot(req.map(axum::body::Body::new))
                 });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+            // Coalesce above TLS: responses finishing together become one
+            // TLS record and one socket write (`coalesce.rs`).
+            let io = TokioIo::new(crate::coalesce::Coalesce::new(stream));
+            let _ = builder.serve_connection_with_upgrades(io, service).await;
         });
     }
 }
